@@ -1,0 +1,53 @@
+"""The error families of undistro.
+
+One base, families by area; each family also inherits the builtin it
+resembles so callers may catch either. Foreign errors are translated into
+these at the boundary, so the CLI can print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+
+class UndistroError(Exception):
+    """Base of every error undistro raises on purpose."""
+
+    exit_code = 1
+
+
+class PolicyError(UndistroError, ValueError):
+    """A policy cannot be loaded: one or more one-line problems."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ValidationError(UndistroError, ValueError):
+    """One field of one resource is wrong.
+
+    ``field`` names the offending key; the loader adds the file and the
+    resource id so that the printed line points at the exact spot.
+    """
+
+    exit_code = 2
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"field '{field}': {message}")
+
+
+class StateError(UndistroError, OSError):
+    """The state store cannot be opened or is inconsistent."""
+
+
+class ApplyError(UndistroError, RuntimeError):
+    """An action failed while converging a resource."""
+
+
+class UsageError(UndistroError, ValueError):
+    """The command line asks for something that cannot be done."""
+
+    exit_code = 2
