@@ -1,0 +1,184 @@
+"""PathWatcher against the real kernel: a timeline per case (declare, change
+the world from outside, read what the watcher says)."""
+
+from __future__ import annotations
+
+import os
+import select
+from pathlib import Path
+
+import pytest
+
+import undistro.events
+from undistro.events import SETTLED_MASK, PathWatcher
+from undistro.resources import Watch
+
+
+@pytest.fixture
+def watcher():
+    w = PathWatcher()
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def _wait(w: PathWatcher, timeout: float = 2.0) -> None:
+    ready, _, _ = select.select([w.fileno()], [], [], timeout)
+    assert ready, "no inotify event arrived"
+
+
+def _read(w: PathWatcher):
+    _wait(w)
+    return w.read()
+
+
+def _replace(path: Path, text: str) -> None:
+    """What editors and atomic writers do: write aside, rename over."""
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text)
+    os.rename(tmp, path)
+
+
+def _managed(tmp_path: Path, watcher: PathWatcher, name: str = "motd") -> Path:
+    target = tmp_path / "etc" / name
+    target.parent.mkdir(exist_ok=True)
+    target.write_text("hello\n")
+    watcher.declare(f"file:/etc/{name}", [Watch("path", str(target))])
+    assert watcher.sync() == {}
+    return target
+
+
+def test_public_surface() -> None:
+    assert set(undistro.events.__all__) == {
+        "ENTRY_MASK",
+        "SETTLED_MASK",
+        "Batch",
+        "Inotify",
+        "PathWatcher",
+        "RawEvent",
+        "describe",
+    }
+
+
+def test_idle_read_is_empty(tmp_path: Path, watcher: PathWatcher) -> None:
+    _managed(tmp_path, watcher)
+    batch = watcher.read()
+    assert not batch
+    assert batch.events == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "flag"),
+    [
+        (lambda p: p.write_text("drift\n"), "modify"),
+        (lambda p: p.unlink(), "delete"),
+        (lambda p: p.chmod(0o600), "attrib"),
+        (lambda p: _replace(p, "x"), "moved_to"),
+    ],
+    ids=["modify", "delete", "chmod", "rename-over"],
+)
+def test_change_to_managed_file_names_its_key(tmp_path, watcher, change, flag) -> None:
+    target = _managed(tmp_path, watcher)
+    change(target)
+    batch = _read(watcher)
+    assert list(batch.changed) == ["file:/etc/motd"]
+    assert batch.changed["file:/etc/motd"].startswith(flag)
+    assert batch.changed["file:/etc/motd"].endswith(str(target))
+
+
+def test_sibling_changes_concern_nobody(tmp_path: Path, watcher: PathWatcher) -> None:
+    _managed(tmp_path, watcher)
+    (tmp_path / "etc" / "other").write_text("x")
+    batch = _read(watcher)
+    assert batch.events > 0
+    assert not batch
+
+
+def test_one_directory_watch_serves_many_keys(tmp_path: Path, watcher: PathWatcher) -> None:
+    a = _managed(tmp_path, watcher, "a")
+    _managed(tmp_path, watcher, "b")
+    assert watcher.stats()["watched_dirs"] == 1
+    watcher.read()  # b's own creation
+    a.write_text("drift")
+    assert list(_read(watcher).changed) == ["file:/etc/a"]
+
+
+def test_burst_of_writes_is_one_check(tmp_path: Path, watcher: PathWatcher) -> None:
+    target = _managed(tmp_path, watcher)
+    for i in range(10_000):
+        with open(target, "w") as f:
+            f.write(str(i))
+    batch = _read(watcher)
+    assert batch.changed.keys() == {"file:/etc/motd"}
+    assert batch.events > 1
+    assert not watcher.read()
+
+
+def test_tree_watch_sees_new_entries(tmp_path: Path, watcher: PathWatcher) -> None:
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    watcher.declare("directory:/conf.d", [Watch("tree", str(conf))])
+    watcher.sync()
+    (conf / "stray.conf").write_text("x")
+    assert _read(watcher).changed["directory:/conf.d"] == f"create {conf}/stray.conf"
+
+
+def test_missing_parent_is_watched_through_its_ancestor(tmp_path: Path, watcher) -> None:
+    target = tmp_path / "a" / "b" / "motd"
+    watcher.declare("file:/a/b/motd", [Watch("path", str(target))])
+    assert watcher.sync() == {}
+    assert watcher.stats()["watched_dirs"] == 1
+    (tmp_path / "a").mkdir()
+    assert "file:/a/b/motd" in _read(watcher).changed
+    watcher.sync()
+    (tmp_path / "a" / "b").mkdir()
+    assert "file:/a/b/motd" in _read(watcher).changed
+    watcher.sync()
+    target.write_text("x")
+    assert _read(watcher).changed["file:/a/b/motd"].endswith(str(target))
+
+
+def test_removed_directory_asks_for_a_rescan(tmp_path: Path, watcher) -> None:
+    target = _managed(tmp_path, watcher)
+    target.unlink()
+    _read(watcher)
+    target.parent.rmdir()
+    batch = _read(watcher)
+    while "file:/etc/motd" not in batch.rescan:
+        batch = _read(watcher)
+    assert "/etc" in batch.rescan["file:/etc/motd"]
+    watcher.sync()
+    target.parent.mkdir()
+    assert "file:/etc/motd" in _read(watcher).changed
+
+
+def test_queue_overflow_is_reported(tmp_path: Path, watcher: PathWatcher) -> None:
+    _managed(tmp_path, watcher)
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    for i in range(limit + 10):
+        (tmp_path / "etc" / f"n{i}").touch()
+    batch = _read(watcher)
+    assert batch.overflow
+    assert watcher.stats()["overflows"] == 1
+
+
+def test_dropped_key_stops_events_and_watches(tmp_path: Path, watcher) -> None:
+    target = _managed(tmp_path, watcher)
+    watcher.forget("file:/etc/motd")
+    watcher.sync()
+    assert watcher.stats()["watched_dirs"] == 0
+    target.write_text("drift")
+    assert not select.select([watcher.fileno()], [], [], 0.1)[0] or not watcher.read()
+
+
+def test_settled_mask_ignores_half_written_files(tmp_path: Path, watcher) -> None:
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    watcher.declare("policy", [Watch("tree", str(policy))], mask=SETTLED_MASK)
+    watcher.sync()
+    fd = os.open(policy / "a.toml", os.O_CREAT | os.O_WRONLY)
+    os.write(fd, b"[file.x]")
+    assert not select.select([watcher.fileno()], [], [], 0.1)[0] or not watcher.read()
+    os.close(fd)
+    assert _read(watcher).changed["policy"].startswith("close_write")
