@@ -1,0 +1,296 @@
+"""The agent: converge once, then sleep until an event says something moved.
+
+The loop is asyncio's default one with no timer armed (unless ``audit_every``
+asks for one), so an idle agent blocks in ``epoll_wait`` and makes no system
+call at all. What wakes it:
+
+* the inotify fd — a managed path changed: only the resources concerned are
+  checked (and repaired, with their ``notify`` targets, by the engine);
+* the inotify fd on the policy directory — the policy is re-validated in
+  full and swapped in only if valid;
+* SIGHUP (reload), SIGTERM/SIGINT (clean exit, status 0);
+* the control socket (``undistro status``, ``apply``, ``reload``).
+
+The engine runs on the loop's thread: checks and socket requests are
+serialised, so an ``apply`` through the socket never races a repair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from undistro.agent._control import ControlServer
+from undistro.agent._converge import Converger, Outcome
+from undistro.errors import PolicyError
+from undistro.events import ENTRY_MASK, SETTLED_MASK, Batch, PathWatcher
+from undistro.events._binding import IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO
+from undistro.resources import Watch
+
+POLICY_KEY = "@policy"
+"""Watch key of the policy's files (no ':' so it never collides with an id)."""
+POLICY_DIRS_KEY = "@policy-dirs"
+"""Watch key of the policy's directory structure (a new sub-directory)."""
+_DIR_MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
+
+
+class Agent:
+    """One agent: a converger, the watches of its policy, a control socket."""
+
+    def __init__(self, converger: Converger, *, audit_every: float | None = None) -> None:
+        self.converger = converger
+        self.audit_every = audit_every
+        self.watcher = PathWatcher()
+        self._control = ControlServer(converger.state_dir, self._request)
+        self._stop: asyncio.Event | None = None
+        self._started = time.monotonic()
+        self._promises: dict[str, dict[str, Any]] = {}
+        self._policy_dirs: list[str] = []
+        self._last_policy_error: str | None = None
+        self._counts = {
+            "wakeups": 0,
+            "checks": 0,
+            "repairs": 0,
+            "failures": 0,
+            "reloads": 0,
+            "rejected_policies": 0,
+            "rescans": 0,
+        }
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; return the exit status (0: clean)."""
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        policy = self.converger.load()
+        self._log(f"policy {policy.dir}: {len(policy.resources)} resources")
+        # Watches first, converge second: a change made while converging is
+        # still seen (and the paired events of our own repairs find "kept").
+        self._declare_all()
+        self._sync_watches()
+        self._converge(None, {}, "agent start")
+        await self._control.start()
+        loop.add_reader(self.watcher.fileno(), self._on_inotify)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload, "SIGHUP")
+        if self.audit_every:
+            loop.call_later(self.audit_every, self._audit)
+        self._log(f"ready: watching {self.watcher.stats()['watched_dirs']} directories")
+        try:
+            await self._stop.wait()
+        finally:
+            loop.remove_reader(self.watcher.fileno())
+            await self._control.close()
+            self.watcher.close()
+            self.converger.close()
+        self._log("stopped")
+        return 0
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    # -- events ---------------------------------------------------------------
+
+    def _on_inotify(self) -> None:
+        batch = self.watcher.read()
+        if not batch:
+            self._sync_watches()  # events for neighbours only; a dir may have appeared
+            return
+        self._counts["wakeups"] += 1
+        policy_cause = self._policy_event(batch)
+        if batch.overflow:
+            self._counts["rescans"] += 1
+            cause = "inotify queue overflow: events were lost, full check"
+            self._log(cause)
+            self.converger.journal_agent("rescan", cause)
+            self._reload(cause)
+            return
+        # A valid new policy is checked in full, which covers the batch; an
+        # invalid one leaves the batch to be checked under the old policy.
+        if policy_cause is not None and self._reload(policy_cause):
+            self._sync_watches()
+            return
+        if batch.rescan:
+            self._counts["rescans"] += 1
+            for key, reason in sorted(batch.rescan.items()):
+                self.converger.journal_agent("rescan", f"watch lost ({reason}): {key}")
+        causes = {**batch.rescan, **batch.changed}
+        self._converge(set(causes), causes, "inotify")
+        self._sync_watches()
+
+    def _policy_event(self, batch: Batch) -> str | None:
+        """Pop the policy's own keys from ``batch``; the cause if it changed."""
+        cause = batch.changed.pop(POLICY_KEY, None) or batch.rescan.pop(POLICY_KEY, None)
+        dirs = batch.changed.pop(POLICY_DIRS_KEY, None) or batch.rescan.pop(POLICY_DIRS_KEY, None)
+        if dirs is not None and _walk_dirs(self.converger.policy_dir) != self._policy_dirs:
+            cause = cause or dirs  # a new sub-directory: what it holds may matter
+        return cause
+
+    def _audit(self) -> None:
+        self._converge(None, {}, "audit")
+        assert self.audit_every is not None
+        asyncio.get_running_loop().call_later(self.audit_every, self._audit)
+
+    # -- policy ---------------------------------------------------------------
+
+    def _reload(self, cause: str) -> bool:
+        """Re-validate the policy; swap and converge it if valid. True if swapped."""
+        try:
+            policy, changed = self.converger.reload()
+        except PolicyError as exc:
+            self._counts["rejected_policies"] += 1
+            self._last_policy_error = str(exc)
+            for line in exc.problems:
+                self._log(f"policy rejected, keeping the previous one: {line}")
+            self.converger.journal_agent("policy-error", cause, error=str(exc))
+            self._declare_policy()  # the broken file must still be watched
+            self._sync_watches()
+            return False
+        self._last_policy_error = None
+        if not changed:
+            return True
+        self._counts["reloads"] += 1
+        self._log(f"policy reloaded ({cause}): {len(policy.resources)} resources")
+        self._declare_all()
+        self._sync_watches()
+        self._converge(None, {}, f"policy reloaded: {cause}")
+        return True
+
+    def _declare_all(self) -> None:
+        policy = self.converger.policy
+        for gone in self.watcher.keys() - policy.resources.keys() - {POLICY_KEY, POLICY_DIRS_KEY}:
+            self.watcher.forget(gone)
+            self._promises.pop(gone, None)
+        for rid, resource in policy.resources.items():
+            self.watcher.declare(rid, self.converger.watches(resource), mask=ENTRY_MASK)
+        self._declare_policy()
+
+    def _declare_policy(self) -> None:
+        self._policy_dirs = _walk_dirs(self.converger.policy_dir)
+        trees = [Watch("tree", d) for d in self._policy_dirs]
+        extra = [Watch("path", p) for p in self.converger.extra_inputs()]
+        self.watcher.declare(POLICY_KEY, trees + extra, mask=SETTLED_MASK)
+        self.watcher.declare(POLICY_DIRS_KEY, trees, mask=_DIR_MASK)
+
+    def _sync_watches(self) -> None:
+        failures = self.watcher.sync()
+        if not failures:
+            return
+        self._counts["rescans"] += 1
+        for key, reason in sorted(failures.items()):
+            self._log(f"{reason}: {key} is checked now but not watched")
+            self.converger.journal_agent("unwatched", f"{reason}: {key}")
+        self._converge(set(failures) - {POLICY_KEY, POLICY_DIRS_KEY}, failures, "watch failed")
+
+    # -- converging -----------------------------------------------------------
+
+    def _converge(self, only: set[str] | None, causes: dict[str, str], label: str) -> None:
+        if only is not None:
+            only &= self.converger.policy.resources.keys()
+            if not only:
+                return
+        outcomes = self.converger.run(only, causes, label)
+        now = time.time()
+        for out in outcomes:
+            self._note(out, now)
+
+    def _note(self, out: Outcome, now: float) -> None:
+        self._counts["checks"] += 1
+        promise = self._promises.setdefault(out.id, {"last_repair": None})
+        promise.update(state=out.outcome, last_check=now, cause=out.cause)
+        if out.outcome == "repaired":
+            self._counts["repairs"] += 1
+            promise["last_repair"] = now
+            self._log(f"repaired {out.id} ({out.cause}): {'; '.join(out.actions)}")
+        elif out.outcome == "failed":
+            self._counts["failures"] += 1
+            promise["error"] = out.error
+            self._log(f"failed {out.id} ({out.cause}): {out.error}")
+
+    # -- control socket -------------------------------------------------------
+
+    def _request(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "status":
+            return {"ok": True, **self.stats(), "resources": self._promises}
+        if op == "reload":
+            swapped = self._reload("reload requested")
+            if not swapped:
+                return {"ok": False, "error": self._last_policy_error}
+            return {"ok": True, "resources": len(self.converger.policy.resources)}
+        if op == "apply":
+            return self._apply(request)
+        return {"ok": False, "error": f"unknown op {op!r} (known: status, apply, reload)"}
+
+    def _apply(self, request: dict[str, Any]) -> dict[str, Any]:
+        wanted = request.get("policy")
+        if wanted is not None and os.path.abspath(wanted) != self.converger.policy_dir:
+            return {
+                "ok": False,
+                "error": f"the agent runs policy {self.converger.policy_dir}, not {wanted}",
+            }
+        if request.get("dry_run"):
+            return {"ok": True, "outcomes": self.converger.plan()}
+        try:
+            self.converger.reload()
+            self._declare_all()
+            self._sync_watches()
+        except PolicyError as exc:
+            return {"ok": False, "error": str(exc)}
+        outcomes = self.converger.run(None, {}, "apply via agent")
+        now = time.time()
+        for out in outcomes:
+            self._note(out, now)
+        return {"ok": True, "outcomes": [o.as_dict() for o in outcomes]}
+
+    # -- inspection -----------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """A cheap snapshot: counters and sizes, no I/O but one /proc read."""
+        states: dict[str, int] = {}
+        for promise in self._promises.values():
+            states[promise["state"]] = states.get(promise["state"], 0) + 1
+        policy = self.converger.policy
+        return {
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "rss_bytes": _rss_bytes(),
+            "policy": {
+                "dir": policy.dir,
+                "name": policy.name,
+                "resources": len(policy.resources),
+                "last_error": self._last_policy_error,
+            },
+            "promises": states,
+            "events": {**self.watcher.stats(), **self._counts},
+            "control_requests": self._control.requests,
+            "audit_every": self.audit_every,
+        }
+
+    @staticmethod
+    def _log(message: str) -> None:
+        print(f"undistro agent: {message}", file=sys.stderr, flush=True)
+
+
+def _walk_dirs(top: str) -> list[str]:
+    """The policy directory and its sub-directories (dot-directories such as
+    ``.git`` excluded: their churn is not the policy)."""
+    found = []
+    for dirpath, dirnames, _files in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.append(dirpath)
+    return found
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
