@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import undistro.events
+from tests._drift import drifts
 from undistro.events import SETTLED_MASK, PathWatcher
 from undistro.resources import Watch
 
@@ -31,13 +32,6 @@ def _wait(w: PathWatcher, timeout: float = 2.0) -> None:
 def _read(w: PathWatcher):
     _wait(w)
     return w.read()
-
-
-def _replace(path: Path, text: str) -> None:
-    """What editors and atomic writers do: write aside, rename over."""
-    tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_text(text)
-    os.rename(tmp, path)
 
 
 def _managed(tmp_path: Path, watcher: PathWatcher, name: str = "motd") -> Path:
@@ -68,19 +62,10 @@ def test_idle_read_is_empty(tmp_path: Path, watcher: PathWatcher) -> None:
     assert batch.events == 0
 
 
-@pytest.mark.parametrize(
-    ("change", "flag"),
-    [
-        (lambda p: p.write_text("drift\n"), "modify"),
-        (lambda p: p.unlink(), "delete"),
-        (lambda p: p.chmod(0o600), "attrib"),
-        (lambda p: _replace(p, "x"), "moved_to"),
-    ],
-    ids=["modify", "delete", "chmod", "rename-over"],
-)
-def test_change_to_managed_file_names_its_key(tmp_path, watcher, change, flag) -> None:
+@drifts
+def test_change_to_managed_file_names_its_key(tmp_path, watcher, drift, flag) -> None:
     target = _managed(tmp_path, watcher)
-    change(target)
+    drift(target)
     batch = _read(watcher)
     assert list(batch.changed) == ["file:/etc/motd"]
     assert batch.changed["file:/etc/motd"].startswith(flag)

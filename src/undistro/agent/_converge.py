@@ -115,10 +115,11 @@ class Converger:
             outcomes.extend(_outcomes(summary, causes, label))
         return outcomes
 
-    def plan(self) -> list[dict[str, Any]]:
-        """What a full run would do, changing nothing."""
+    def apply(self, cause: str) -> RunSummary:
+        """A full run, as ``undistro apply`` does it (the agent's own engine,
+        so it never races the agent's repairs)."""
         assert self._engine is not None
-        return [o.as_dict() for o in _outcomes(self._engine.run(None, dry_run=True), {}, "plan")]
+        return self._engine.run(None, cause=cause)
 
     def journal_agent(self, outcome: str, cause: str, *, error: str | None = None) -> None:
         """Record something the agent did or refused (not a resource's repair)."""

@@ -35,6 +35,7 @@ POLICY_KEY = "@policy"
 """Watch key of the policy's files (no ':' so it never collides with an id)."""
 POLICY_DIRS_KEY = "@policy-dirs"
 """Watch key of the policy's directory structure (a new sub-directory)."""
+REJECTED, UNCHANGED, SWAPPED = "rejected", "unchanged", "swapped"
 _DIR_MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
 
 
@@ -110,11 +111,13 @@ class Agent:
             cause = "inotify queue overflow: events were lost, full check"
             self._log(cause)
             self.converger.journal_agent("rescan", cause)
-            self._reload(cause)
+            if self._reload(cause) != SWAPPED:  # lost events may have been the policy's
+                self._converge(None, {}, cause)
+            self._sync_watches()
             return
         # A valid new policy is checked in full, which covers the batch; an
         # invalid one leaves the batch to be checked under the old policy.
-        if policy_cause is not None and self._reload(policy_cause):
+        if policy_cause is not None and self._reload(policy_cause) == SWAPPED:
             self._sync_watches()
             return
         if batch.rescan:
@@ -140,28 +143,33 @@ class Agent:
 
     # -- policy ---------------------------------------------------------------
 
-    def _reload(self, cause: str) -> bool:
-        """Re-validate the policy; swap and converge it if valid. True if swapped."""
+    def _reload(self, cause: str) -> str:
+        """Re-validate the policy; if valid and changed, swap it in and
+        converge all of it. Returns REJECTED, UNCHANGED or SWAPPED."""
         try:
             policy, changed = self.converger.reload()
         except PolicyError as exc:
-            self._counts["rejected_policies"] += 1
-            self._last_policy_error = str(exc)
-            for line in exc.problems:
-                self._log(f"policy rejected, keeping the previous one: {line}")
-            self.converger.journal_agent("policy-error", cause, error=str(exc))
-            self._declare_policy()  # the broken file must still be watched
-            self._sync_watches()
-            return False
+            self._reject(exc, cause)
+            return REJECTED
         self._last_policy_error = None
         if not changed:
-            return True
+            return UNCHANGED
         self._counts["reloads"] += 1
         self._log(f"policy reloaded ({cause}): {len(policy.resources)} resources")
         self._declare_all()
         self._sync_watches()
         self._converge(None, {}, f"policy reloaded: {cause}")
-        return True
+        return SWAPPED
+
+    def _reject(self, exc: PolicyError, cause: str) -> None:
+        """Keep the policy in force; say why the new one was refused."""
+        self._counts["rejected_policies"] += 1
+        self._last_policy_error = str(exc)
+        for line in exc.problems:
+            self._log(f"policy rejected, keeping the previous one: {line}")
+        self.converger.journal_agent("policy-error", cause, error=str(exc))
+        self._declare_policy()  # the broken files must still be watched
+        self._sync_watches()
 
     def _declare_all(self) -> None:
         policy = self.converger.policy
@@ -223,8 +231,7 @@ class Agent:
         if op == "status":
             return {"ok": True, **self.stats(), "resources": self._promises}
         if op == "reload":
-            swapped = self._reload("reload requested")
-            if not swapped:
+            if self._reload("reload requested") == REJECTED:
                 return {"ok": False, "error": self._last_policy_error}
             return {"ok": True, "resources": len(self.converger.policy.resources)}
         if op == "apply":
@@ -232,25 +239,38 @@ class Agent:
         return {"ok": False, "error": f"unknown op {op!r} (known: status, apply, reload)"}
 
     def _apply(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Re-read the policy and converge all of it; reply with the report
+        ``undistro apply`` would have printed, and its exit status."""
+        from io import StringIO
+
+        from undistro.commands._report import print_run, summary_line
+
         wanted = request.get("policy")
         if wanted is not None and os.path.abspath(wanted) != self.converger.policy_dir:
             return {
                 "ok": False,
-                "error": f"the agent runs policy {self.converger.policy_dir}, not {wanted}",
+                "error": f"the agent runs policy {self.converger.policy_dir}, not {wanted}"
+                " (stop it, or apply its policy)",
             }
-        if request.get("dry_run"):
-            return {"ok": True, "outcomes": self.converger.plan()}
         try:
             self.converger.reload()
-            self._declare_all()
-            self._sync_watches()
         except PolicyError as exc:
+            self._reject(exc, "apply via agent")
             return {"ok": False, "error": str(exc)}
-        outcomes = self.converger.run(None, {}, "apply via agent")
+        self._declare_all()
+        self._sync_watches()
+        summary = self.converger.apply("apply (via agent)")
         now = time.time()
-        for out in outcomes:
-            self._note(out, now)
-        return {"ok": True, "outcomes": [o.as_dict() for o in outcomes]}
+        for result in summary.results.values():
+            self._note(
+                Outcome(result.id, result.status, summary.cause, result.actions, result.error), now
+            )
+        out = StringIO()
+        if request.get("quiet"):
+            out.write(summary_line(summary) + "\n")
+        else:
+            print_run(summary, out, show_diffs=bool(request.get("diff", True)))
+        return {"ok": True, "report": out.getvalue(), "exit": 0 if summary.ok else 1}
 
     # -- inspection -----------------------------------------------------------
 

@@ -132,6 +132,25 @@ def run_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def apply_through_agent(
+    state_dir: str, policy_dir: str | None, *, quiet: bool, diff: bool
+) -> int | None:
+    """Have the running agent apply (so the two never race); ``None`` if no
+    agent runs and the caller should apply itself. Returns the exit status."""
+    from undistro.agent.client import try_agent
+
+    request = {"op": "apply", "policy": policy_dir, "quiet": quiet, "diff": diff}
+    reply = try_agent(state_dir, request)
+    if reply is None:
+        return None
+    if not reply.get("ok"):
+        from undistro.errors import PolicyError
+
+        raise PolicyError(str(reply.get("error")).splitlines())
+    print(reply["report"], end="")
+    return int(reply["exit"])
+
+
 def format_status(reply: dict[str, Any], *, every: bool = False) -> list[str]:
     """A person's view of the agent's snapshot."""
     policy, events, promises = reply["policy"], reply["events"], reply["promises"]
