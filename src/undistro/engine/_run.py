@@ -20,7 +20,7 @@ from undistro.resources._base import Action, Resource
 from undistro.state import JournalEntry, StateStore, new_run_id
 
 if TYPE_CHECKING:
-    from undistro.policy._loader import Policy
+    from undistro.policy._model import Policy
 
 KEPT, REPAIRED, FAILED, SKIPPED = "kept", "repaired", "failed", "skipped"
 
@@ -260,7 +260,7 @@ class Engine:
                 resource=r.id,
                 outcome=r.status,
                 cause=summary.cause,
-                actions=r.actions,
+                actions=tuple(r.actions),
                 before=r.before,
                 after=r.after,
                 output=r.output,

@@ -15,6 +15,7 @@ directory (root-only, 0700): pickle trusts its input.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import struct
@@ -98,10 +99,8 @@ def _write(path: str, key: bytes, policy: Policy) -> None:
             pickle.dump(policy, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.rename(tmp, path)
     except (OSError, pickle.PicklingError, RecursionError):
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
 
 
 def _walk(top: str) -> list[tuple[str, os.stat_result]]:

@@ -13,7 +13,6 @@ Example node.toml::
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +45,8 @@ def load_node(root: str = "/", config: str | None = None, extra_tags: Sequence[s
     path = config or os.path.join(root, DEFAULT_NODE_CONFIG.lstrip("/"))
     node = Node(root=root)
     data: dict[str, Any] = {}
+    import tomllib
+
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
