@@ -14,19 +14,18 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 # Field counts of each database; a line with another count is kept verbatim.
 _WIDTH = {"passwd": 7, "group": 4, "shadow": 9, "gshadow": 4}
 
 
-@dataclass
 class Table:
     """One account database as ordered rows of fields, keyed by the first."""
 
-    name: str
-    rows: list[list[str]]
-    exists: bool
+    def __init__(self, name: str, rows: list[list[str]], *, exists: bool) -> None:
+        self.name = name
+        self.rows = rows
+        self.exists = exists
 
     def get(self, key: str) -> list[str] | None:
         for row in self.rows:

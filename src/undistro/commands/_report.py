@@ -26,7 +26,7 @@ def print_run(
         for action in result.actions:
             out.write(f"    {action}\n")
         if show_diffs:
-            for diff in result.diffs:
+            for diff in result.diffs():
                 for line in diff.rstrip("\n").splitlines():
                     out.write(f"      {line}\n")
         if result.error:

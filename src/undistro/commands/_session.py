@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from undistro.errors import UsageError
@@ -51,12 +50,12 @@ def add_policy_options(parser: argparse.ArgumentParser) -> None:
     add_root_options(parser)
 
 
-@dataclass
 class Session:
-    node: Node
-    root: str
-    state_dir: str
-    facts: dict[str, Any]
+    def __init__(self, node: Node, root: str, state_dir: str, facts: dict[str, Any]) -> None:
+        self.node = node
+        self.root = root
+        self.state_dir = state_dir
+        self.facts = facts
 
     def store(self) -> StateStore:
         from undistro.state import StateStore

@@ -8,7 +8,7 @@ them. A failed resource skips everything downstream of it, and only that.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from undistro.resources._base import Resource
 
@@ -19,8 +19,7 @@ class CycleError(ValueError):
         super().__init__("dependency cycle: " + " -> ".join(cycle))
 
 
-@dataclass(frozen=True)
-class Graph:
+class Graph(NamedTuple):
     order: tuple[str, ...]  # topological: every id after all it depends on
     deps: Mapping[str, tuple[str, ...]]  # id -> ids that must converge first
     dependents: Mapping[str, tuple[str, ...]]

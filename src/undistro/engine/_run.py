@@ -12,9 +12,7 @@ import os
 import time
 import traceback
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from undistro.engine._context import RunContext
 from undistro.errors import UndistroError
@@ -22,34 +20,66 @@ from undistro.resources._base import Action, Resource
 from undistro.state import JournalEntry, StateStore, new_run_id
 
 if TYPE_CHECKING:
-    from undistro.policy._loader import Policy
+    from undistro.policy._model import Policy
 
 KEPT, REPAIRED, FAILED, SKIPPED = "kept", "repaired", "failed", "skipped"
 
 
-@dataclass
 class Result:
     """How one promise ended, and what was (or would be) done for it."""
 
-    id: str
-    status: str
-    actions: list[str] = field(default_factory=list)
-    diffs: list[str] = field(default_factory=list)
-    error: str | None = None
-    output: str | None = None
-    before: str | None = None
-    after: str | None = None
-    refreshed: bool = False
+    __slots__ = (
+        "actions",
+        "after",
+        "before",
+        "error",
+        "id",
+        "output",
+        "planned",
+        "refreshed",
+        "status",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        status: str,
+        *,
+        planned: list[Action] | None = None,
+        error: str | None = None,
+        before: str | None = None,
+        refreshed: bool = False,
+    ) -> None:
+        self.id = id
+        self.status = status
+        self.planned = planned or []
+        self.actions = [a.summary for a in self.planned]
+        self.error = error
+        self.before = before
+        self.after: str | None = None
+        self.output: str | None = None
+        self.refreshed = refreshed
+
+    def __repr__(self) -> str:
+        return f"<Result {self.id} {self.status}>"
+
+    def diffs(self) -> list[str]:
+        """Diffs of the planned actions (computed on demand: they cost)."""
+        return [d for d in (a.diff() for a in self.planned) if d]
 
 
-@dataclass
 class RunSummary:
-    policy: str
-    run: str
-    cause: str
-    dry_run: bool
-    results: dict[str, Result]
-    seconds: float = 0.0
+    """Every promise checked by one run, in the order they were checked."""
+
+    def __init__(
+        self, policy: str, run: str, cause: str, dry_run: bool, results: dict[str, Result]
+    ):
+        self.policy = policy
+        self.run = run
+        self.cause = cause
+        self.dry_run = dry_run
+        self.results = results
+        self.seconds = 0.0
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results.values() if r.status == status)
@@ -62,8 +92,7 @@ class RunSummary:
         return [r for r in self.results.values() if r.status != KEPT]
 
 
-@dataclass
-class _Work:
+class _Work(NamedTuple):
     resource: Resource
     state: Any
     actions: list[Action]
@@ -144,8 +173,7 @@ class Engine:
                 results[rid] = Result(
                     rid,
                     REPAIRED,
-                    actions=[a.summary for a in actions],
-                    diffs=[a.diff for a in actions if a.diff],
+                    planned=actions,
                     before=_describe(res, state),
                     refreshed=refreshed,
                 )
@@ -168,25 +196,33 @@ class Engine:
     # -- execution -----------------------------------------------------------
 
     def _execute(self, ctx: RunContext, work: list[_Work], results: dict[str, Result]) -> None:
-        # Resources sharing a lock form one sequential task; others are tasks
-        # of their own. One task runs inline: no thread for a lone repair.
-        tasks: list[list[_Work]] = []
+        # Resources sharing a lock form one sequential task. Concurrent ones
+        # (commands that wait) go to worker threads; the rest run inline,
+        # since handing file-system calls between threads only adds waits.
+        inline: list[list[_Work]] = []
+        threaded: list[list[_Work]] = []
         locked: dict[str, list[_Work]] = {}
         for item in work:
-            lock = item.resource.lock
-            if lock is None:
-                tasks.append([item])
-            elif lock in locked:
-                locked[lock].append(item)
+            res = item.resource
+            if res.lock is not None:
+                if res.lock not in locked:
+                    locked[res.lock] = []
+                    (threaded if res.concurrent else inline).append(locked[res.lock])
+                locked[res.lock].append(item)
             else:
-                locked[lock] = [item]
-                tasks.append(locked[lock])
-        if len(tasks) == 1 or self.workers == 1:
-            for task in tasks:
-                self._run_task(ctx, task, results)
+                (threaded if res.concurrent else inline).append([item])
+        if len(threaded) > 1 and self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(threaded))) as pool:
+                futures = [pool.submit(self._run_task, ctx, t, results) for t in threaded]
+                for task in inline:
+                    self._run_task(ctx, task, results)
+                for future in futures:
+                    future.result()
         else:
-            with ThreadPoolExecutor(max_workers=min(self.workers, len(tasks))) as pool:
-                list(pool.map(lambda t: self._run_task(ctx, t, results), tasks))
+            for task in threaded + inline:
+                self._run_task(ctx, task, results)
         for path, exc in ctx.flush().items():
             for item in work:
                 if path in {ctx.path(p) for p in item.resource.managed_paths()}:
@@ -224,7 +260,7 @@ class Engine:
                 resource=r.id,
                 outcome=r.status,
                 cause=summary.cause,
-                actions=r.actions,
+                actions=tuple(r.actions),
                 before=r.before,
                 after=r.after,
                 output=r.output,

@@ -18,11 +18,11 @@ import glob
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from undistro.engine._graph import CycleError, Graph, build_graph
+from undistro.engine._graph import CycleError, build_graph
 from undistro.errors import PolicyError, ValidationError
+from undistro.policy._model import Policy
 from undistro.policy._node import Node
 from undistro.policy._templates import TemplateRenderer
 from undistro.resources import TYPES, Resource, resource_class
@@ -31,20 +31,6 @@ MANIFEST = "undistro.toml"
 _MANIFEST_KEYS = {"name", "description", "vars", "apply"}
 _APPLY_KEYS = {"files", "tags", "hosts"}
 _MAX_ERRORS = 50
-
-
-@dataclass
-class Policy:
-    """A validated policy, ready for the engine."""
-
-    name: str
-    dir: str
-    resources: dict[str, Resource]  # in topological order
-    graph: Graph
-    files: list[str]  # policy files applied to this node, relative to dir
-    vars: dict[str, Any] = field(default_factory=dict)
-    managed: dict[str, str] = field(default_factory=dict)  # path -> resource id
-    digest: str = ""  # the fingerprint of every input; set by the cache
 
 
 class _Inputs:

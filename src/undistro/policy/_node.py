@@ -13,10 +13,7 @@ Example node.toml::
 from __future__ import annotations
 
 import os
-import platform
-import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from undistro.errors import PolicyError
@@ -25,16 +22,18 @@ DEFAULT_NODE_CONFIG = "/etc/undistro/node.toml"
 _KEYS = {"policy", "tags", "hostname", "state_dir", "vars", "audit_every"}
 
 
-@dataclass
 class Node:
-    root: str = "/"
-    config_path: str | None = None
-    policy: str | None = None
-    tags: tuple[str, ...] = ()
-    hostname: str = ""
-    state_dir: str = ""
-    vars: dict[str, Any] = field(default_factory=dict)
-    audit_every: float | None = None
+    """This machine as the node config describes it."""
+
+    def __init__(self, root: str = "/") -> None:
+        self.root = root
+        self.config_path: str | None = None
+        self.policy: str | None = None
+        self.tags: tuple[str, ...] = ()
+        self.hostname = os.uname().nodename
+        self.state_dir = "/var/lib/undistro"
+        self.vars: dict[str, Any] = {}
+        self.audit_every: float | None = None
 
     def facts(self) -> dict[str, Any]:
         return gather_facts(self)
@@ -46,6 +45,8 @@ def load_node(root: str = "/", config: str | None = None, extra_tags: Sequence[s
     path = config or os.path.join(root, DEFAULT_NODE_CONFIG.lstrip("/"))
     node = Node(root=root)
     data: dict[str, Any] = {}
+    import tomllib
+
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -62,8 +63,8 @@ def load_node(root: str = "/", config: str | None = None, extra_tags: Sequence[s
         raise PolicyError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(_KEYS))})")
     try:
         node.policy = _opt_str(data, "policy")
-        node.hostname = _opt_str(data, "hostname") or platform.node()
-        node.state_dir = _opt_str(data, "state_dir") or "/var/lib/undistro"
+        node.hostname = _opt_str(data, "hostname") or node.hostname
+        node.state_dir = _opt_str(data, "state_dir") or node.state_dir
         tags = data.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
             raise ValueError("'tags' must be a list of non-empty strings")

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from undistro.errors import ValidationError
 
 
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
+class Fingerprint(NamedTuple):
     """What one ``lstat`` tells, plus the content hash that went with it.
 
     If a fresh ``lstat`` gives the same inode, size, mtime, mode and owner,
@@ -55,8 +53,7 @@ class Fingerprint:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Watch:
+class Watch(NamedTuple):
     """An event source that concerns a resource.
 
     ``kind`` is ``"path"`` (``target`` is an absolute, rebased path; the agent
@@ -126,7 +123,10 @@ class Action:
     """One step that changes the world. ``summary`` is what ``plan`` prints."""
 
     summary: str = ""
-    diff: str | None = None
+
+    def diff(self) -> str | None:
+        """A unified diff for a person, computed only when shown."""
+        return None
 
     def execute(self, ctx: Context) -> str | None:
         """Do it. Return captured output worth journalling, if any."""
@@ -231,6 +231,11 @@ class Resource:
 
     lock: ClassVar[str | None] = None
     """Resources sharing a lock name never converge concurrently."""
+
+    concurrent: ClassVar[bool] = False
+    """Execute in a worker thread beside other such resources. Worth it only
+    for actions that wait (commands, builds, downloads): file-system work is
+    faster inline than handed between threads."""
 
     reprobe_after: ClassVar[bool] = True
     """Probe again after a repair to journal the new state (not for execs,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from undistro.resources._base import (
@@ -25,22 +24,49 @@ from undistro.resources._base import (
 )
 
 
-@dataclass(slots=True)
 class PathState:
     """What ``lstat`` (and, for files, a read when needed) said about a path."""
 
-    path: str  # rebased
-    kind: str  # "absent" | "file" | "directory" | "symlink" | "other"
-    mode: int = 0  # permission bits only
-    uid: int = -1
-    gid: int = -1
-    want_uid: int | None = None  # the desired owner, resolved at probe time
-    want_gid: int | None = None
-    sha256: str | None = None  # files
-    content: bytes | None = None  # files, when they had to be read
-    target: str | None = None  # symlinks
-    extra: tuple[str, ...] = ()  # directories with purge: unmanaged entries
-    st: os.stat_result | None = None
+    __slots__ = (
+        "content",
+        "extra",
+        "gid",
+        "kind",
+        "mode",
+        "path",
+        "sha256",
+        "st",
+        "target",
+        "uid",
+        "want_gid",
+        "want_uid",
+    )
+
+    def __init__(
+        self,
+        path: str,
+        kind: str,
+        mode: int = 0,
+        uid: int = -1,
+        gid: int = -1,
+        *,
+        st: os.stat_result | None = None,
+    ) -> None:
+        self.path = path  # rebased
+        self.kind = kind  # "absent" | "file" | "directory" | "symlink" | "other"
+        self.mode = mode  # permission bits only
+        self.uid = uid
+        self.gid = gid
+        self.st = st
+        self.want_uid: int | None = None  # the desired owner, resolved at probe time
+        self.want_gid: int | None = None
+        self.sha256: str | None = None  # files
+        self.content: bytes | None = None  # files, when they had to be read
+        self.target: str | None = None  # symlinks
+        self.extra: tuple[str, ...] = ()  # directories with purge: unmanaged entries
+
+    def __repr__(self) -> str:
+        return f"PathState({self.path!r}, {self.kind!r}, mode={self.mode:04o})"
 
 
 def kind_of(st: os.stat_result) -> str:
@@ -88,14 +114,14 @@ class PathResource(Resource):
             out.append(f"group:{self.values['group']}")
         return tuple(out)
 
-    def lstat_state(self, ctx: Context) -> PathState:
+    def lstat_state(self, ctx: Context, st: os.stat_result | None = None) -> PathState:
+        """The state ``lstat`` gives (``st`` when the caller already has it)."""
         path = ctx.path(self.path)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return PathState(path, "absent")
-        except NotADirectoryError:
-            return PathState(path, "absent")
+        if st is None:
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return PathState(path, "absent")
         state = PathState(path, kind_of(st), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st=st)
         self.resolve_owner(ctx, state)
         return state

@@ -90,6 +90,7 @@ class Exec(Resource):
         "returns": (0,),
     }
     reprobe_after = False
+    concurrent = True
 
     def validate(self) -> None:
         for key in ("command", "unless", "onlyif"):
