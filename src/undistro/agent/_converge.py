@@ -124,7 +124,7 @@ class Converger:
     def journal_agent(self, outcome: str, cause: str, *, error: str | None = None) -> None:
         """Record something the agent did or refused (not a resource's repair)."""
         entry = JournalEntry(
-            time.time(), new_run_id(), AGENT_RESOURCE, outcome, cause, [], error=error
+            time.time(), new_run_id(), AGENT_RESOURCE, outcome, cause, (), error=error
         )
         self.store.commit(journal=[entry])
 

@@ -177,13 +177,11 @@ def format_status(reply: dict[str, Any], *, every: bool = False) -> list[str]:
 
 
 def _status_from_journal(state_dir: str, sock: str, as_json: bool) -> int:
-    from dataclasses import asdict
-
     from undistro.state import StateStore
 
     entries = StateStore(state_dir).journal(limit=20)
     if as_json:
-        print(json.dumps({"agent": None, "journal": [asdict(e) for e in entries]}, default=str))
+        print(json.dumps({"agent": None, "journal": [e._asdict() for e in entries]}, default=str))
         return 0
     print(f"no agent runs (no socket at {sock}); last journal entries:")
     for e in entries:
