@@ -2,21 +2,19 @@
 the journal.
 
 Kept apart from the event loop so the daemon deals in ids and causes only.
-The journal must say which event caused each repair, and the engine takes
-one cause per run; so a coalesced batch is first checked in one dry run
-(probes only), then each drifted resource is converged in a run of its own
-carrying its own cause. A batch is usually one drift, so this costs nothing;
-a burst touching many resources pays one extra probe for each.
+A batch of events is converged in one engine run, so a burst pays one
+durable flush rather than one per file; the engine journals one cause per
+run, built by :func:`journal_cause` (exact for the usual one-event batch).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from undistro.engine import KEPT, Engine, RunSummary
+from undistro.engine import Engine, RunSummary
 from undistro.policy import Node, Policy, load_node, load_policy
 from undistro.resources import Resource, Watch
 from undistro.state import JournalEntry, StateStore, new_run_id
@@ -32,7 +30,7 @@ class Outcome:
     id: str
     outcome: str
     cause: str
-    actions: list[str] = field(default_factory=list)
+    actions: tuple[str, ...] = ()
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -95,25 +93,17 @@ class Converger:
         return [Watch(w.kind, _rebase(self.root, w.target)) for w in resource.watches()]
 
     def run(self, only: set[str] | None, causes: dict[str, str], label: str) -> list[Outcome]:
-        """Check ``only`` (all when None) and repair what drifted.
+        """Check ``only`` (all when None) and repair what drifted, in one
+        engine run (one durable flush for the whole batch).
 
         ``causes`` gives each id its event; ids without one get ``label``.
         """
         assert self._engine is not None
-        if only is None or len(only) == 1 or len({causes.get(i, label) for i in only}) == 1:
-            some = next(iter(only), None) if only else None
-            cause = causes.get(some, label) if some is not None else label
-            return _outcomes(self._engine.run(only, cause=cause), causes, label)
-        probe = self._engine.run(only, cause=label, dry_run=True)
-        outcomes = [
-            Outcome(r.id, KEPT, causes.get(r.id, label))
-            for r in probe.results.values()
-            if r.status == KEPT
+        summary = self._engine.run(only, cause=journal_cause(only, causes, label))
+        return [
+            Outcome(r.id, r.status, causes.get(r.id, label), tuple(r.actions), r.error)
+            for r in summary.results.values()
         ]
-        for rid in (r.id for r in probe.results.values() if r.status != KEPT):
-            summary = self._engine.run({rid}, cause=causes.get(rid, label))
-            outcomes.extend(_outcomes(summary, causes, label))
-        return outcomes
 
     def apply(self, cause: str) -> RunSummary:
         """A full run, as ``undistro apply`` does it (the agent's own engine,
@@ -132,11 +122,21 @@ class Converger:
         self.store.close()
 
 
-def _outcomes(summary: RunSummary, causes: dict[str, str], label: str) -> list[Outcome]:
-    return [
-        Outcome(r.id, r.status, causes.get(r.id, summary.cause or label), r.actions, r.error)
-        for r in summary.results.values()
-    ]
+def journal_cause(only: set[str] | None, causes: dict[str, str], label: str, limit: int = 8) -> str:
+    """The one cause the engine journals for a run.
+
+    Exact when the batch concerns one resource (the usual case: one edit).
+    A batch that coalesced several events lists them, up to ``limit``, so
+    each repair's journal line still names the event that caused it.
+    """
+    events = sorted({causes[i] for i in only or () if i in causes})
+    if not events:
+        return label
+    if len(events) == 1:
+        return events[0]
+    shown = "; ".join(events[:limit])
+    more = f" (+{len(events) - limit} more)" if len(events) > limit else ""
+    return f"{label}: {shown}{more}"
 
 
 def _rebase(root: str, path: str) -> str:

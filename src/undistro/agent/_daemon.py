@@ -263,7 +263,10 @@ class Agent:
         now = time.time()
         for result in summary.results.values():
             self._note(
-                Outcome(result.id, result.status, summary.cause, result.actions, result.error), now
+                Outcome(
+                    result.id, result.status, summary.cause, tuple(result.actions), result.error
+                ),
+                now,
             )
         out = StringIO()
         if request.get("quiet"):
