@@ -75,6 +75,9 @@ class Agent:
         self._declare_all()
         self._sync_watches()
         self._converge(None, {}, "agent start")
+        # The converge created directories that watches now belong in: take
+        # its own events (and anything else already queued) before "ready".
+        self._on_inotify()
         await self._control.start()
         loop.add_reader(self.watcher.fileno(), self._on_inotify)
         for sig in (signal.SIGTERM, signal.SIGINT):
