@@ -86,7 +86,7 @@ class AgentProc:
         return self.log_path.read_text(errors="replace")
 
     def status(self) -> dict[str, Any]:
-        reply = try_agent(self.state_dir, {"op": "status"}, timeout=30)
+        reply = try_agent(self.state_dir, {"op": "status", "all": True}, timeout=30)
         assert reply is not None and reply["ok"], reply
         return reply
 

@@ -37,11 +37,11 @@ def try_agent(
 ) -> dict[str, Any] | None:
     """Send one request to the agent of ``state_dir``; ``None`` if none runs.
 
-    ``request`` is ``{"op": "status"}``, ``{"op": "apply", "dry_run": false}``
-    or ``{"op": "reload"}``. The reply is a dict with ``"ok"``; a reply with
-    ``"ok": false`` carries ``"error"`` (one line per problem). ``timeout``
-    is for the connection and each read (``None``: wait, as an apply may
-    take long).
+    ``request`` is ``{"op": "status"}`` (``"all": true`` lists kept
+    resources too), ``{"op": "apply", "policy": DIR}`` or ``{"op": "reload"}``.
+    The reply is a dict with ``"ok"``; a reply with ``"ok": false`` carries
+    ``"error"`` (one line per problem). ``timeout`` is for the connection
+    and each read (``None``: wait, as an apply may take long).
     """
     path = socket_path(state_dir)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -84,6 +85,11 @@ def register(sub: Any) -> None:
 
 
 def run_agent(args: argparse.Namespace) -> int:
+    # The agent speaks no TLS (its socket is local; the fleet talks to a
+    # loopback Serf). asyncio imports ssl only if it can, and it weighs ~4 MB
+    # of a 35 MB budget: a None entry makes that import fail quietly. Only
+    # here, in the daemon's own process, and only if nothing loaded it yet.
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     import asyncio
 
     from undistro.agent import Agent, Converger
@@ -106,7 +112,7 @@ def run_status(args: argparse.Namespace) -> int:
     from undistro.agent.client import socket_path, try_agent
 
     state_dir = open_session(args).state_dir
-    reply = try_agent(state_dir, {"op": "status"}, timeout=30)
+    reply = try_agent(state_dir, {"op": "status", "all": args.all or args.json}, timeout=30)
     if reply is None:
         return _status_from_journal(state_dir, socket_path(state_dir), args.json)
     if args.json:
