@@ -14,10 +14,15 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from undistro.agent._forked import in_child
 from undistro.engine import Engine, RunSummary
-from undistro.policy import Node, Policy, load_node, load_policy
+from undistro.errors import PolicyError
+from undistro.policy import Node, Policy, cache_key, load_node, load_policy
 from undistro.resources import Resource, Watch
 from undistro.state import JournalEntry, StateStore, new_run_id
+
+IN_CHILD_AT = 1000
+"""Runs checking this many resources or more fork (see ``_forked``)."""
 
 AGENT_RESOURCE = "agent"
 """The journal's resource column for what the agent itself did or refused."""
@@ -58,6 +63,8 @@ class Converger:
         self.store = StateStore(self.state_dir)
         self._policy: Policy | None = None
         self._engine: Engine | None = None
+        self._facts: dict[str, Any] = {}
+        self._key = b""
 
     @property
     def policy(self) -> Policy:
@@ -73,16 +80,30 @@ class Converger:
         """Re-read node config and policy; swap them in only if all is valid.
 
         Returns the policy in force and whether it changed. On PolicyError the
-        previous policy stays in force.
+        previous policy stays in force. Compiling happens in a forked child
+        that leaves the result in the policy cache (see ``_forked``); the
+        agent then loads that.
         """
         node = load_node(self.root, self._node_config, self._tags)
         facts = node.facts()
-        policy = load_policy(self.policy_dir, node, facts, cache_dir=self.state_dir)
-        if self._policy is not None and policy.digest and policy.digest == self._policy.digest:
+        key = cache_key(self.policy_dir, node, facts)  # every input's lstat, the facts
+        if self._policy is not None and key == self._key:
             return self._policy, False
-        self.node, self._policy = node, policy
+        problems = in_child(lambda: self._compile(node, facts))
+        if problems:
+            raise PolicyError(problems)
+        policy = load_policy(self.policy_dir, node, facts, cache_dir=self.state_dir)
+        self.node, self._policy, self._facts, self._key = node, policy, facts, key
         self._engine = Engine(policy, root=self.root, state=self.store, facts=facts)
         return policy, True
+
+    def _compile(self, node: Node, facts: dict[str, Any]) -> list[str]:
+        """In the child: compile into the cache; the problems, if any."""
+        try:
+            load_policy(self.policy_dir, node, facts, cache_dir=self.state_dir)
+        except PolicyError as exc:
+            return exc.problems
+        return []
 
     def extra_inputs(self) -> list[str]:
         """Files outside the policy directory that the policy depends on."""
@@ -97,13 +118,32 @@ class Converger:
         engine run (one durable flush for the whole batch).
 
         ``causes`` gives each id its event; ids without one get ``label``.
+        Runs of ``IN_CHILD_AT`` resources or more happen in a forked child
+        so that their transient memory never stays in the agent.
         """
         assert self._engine is not None
-        summary = self._engine.run(only, cause=journal_cause(only, causes, label))
+        cause = journal_cause(only, causes, label)
+        size = len(self.policy.resources) if only is None else len(only)
+        if size >= IN_CHILD_AT:
+            rows = in_child(lambda: self._rows(self._fresh_engine(), only, cause))
+        else:
+            rows = self._rows(self._engine, only, cause)
         return [
-            Outcome(r.id, r.status, causes.get(r.id, label), tuple(r.actions), r.error)
-            for r in summary.results.values()
+            Outcome(rid, status, causes.get(rid, label), tuple(actions), error)
+            for rid, status, actions, error in rows
         ]
+
+    @staticmethod
+    def _rows(engine: Engine, only: set[str] | None, cause: str) -> list[list[Any]]:
+        summary = engine.run(only, cause=cause)
+        return [[r.id, r.status, list(r.actions), r.error] for r in summary.results.values()]
+
+    def _fresh_engine(self) -> Engine:
+        """The engine of the policy in force, on a state-store connection of
+        its own (for a forked child)."""
+        return Engine(
+            self.policy, root=self.root, state=StateStore(self.state_dir), facts=self._facts
+        )
 
     def apply(self, cause: str) -> RunSummary:
         """A full run, as ``undistro apply`` does it (the agent's own engine,
