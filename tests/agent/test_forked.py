@@ -11,8 +11,12 @@ from undistro.errors import ApplyError
 
 
 def test_rows_come_back_in_order() -> None:
-    assert in_child(lambda: ([i, str(i), os.getpid()] for i in range(3)))[0][:2] == [0, "0"]
-    rows = in_child(lambda: [[os.getpid()]])
+    assert [row[:2] for row in in_child(lambda: ([i, str(i), 0] for i in range(3)))] == [
+        [0, "0"],
+        [1, "1"],
+        [2, "2"],
+    ]
+    rows = list(in_child(lambda: [[os.getpid()]]))
     assert rows[0][0] != os.getpid()  # it really ran elsewhere
 
 
@@ -22,7 +26,7 @@ def test_child_memory_does_not_stay_in_the_parent() -> None:
             return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
 
     before = rss_kb()
-    in_child(lambda: [[len([object() for _ in range(500_000)])]])
+    list(in_child(lambda: [[len([object() for _ in range(500_000)])]]))
     assert rss_kb() - before < 5_000
 
 
@@ -31,5 +35,5 @@ def test_a_crashing_child_is_an_apply_error(capfd: pytest.CaptureFixture[str]) -
         raise RuntimeError("kaput")
 
     with pytest.raises(ApplyError, match="exit status 70"):
-        in_child(boom)
+        list(in_child(boom))
     assert "kaput" in capfd.readouterr().err

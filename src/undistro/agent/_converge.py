@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -89,7 +90,7 @@ class Converger:
         key = cache_key(self.policy_dir, node, facts)  # every input's lstat, the facts
         if self._policy is not None and key == self._key:
             return self._policy, False
-        problems = in_child(lambda: self._compile(node, facts))
+        problems = list(in_child(lambda: self._compile(node, facts)))
         if problems:
             raise PolicyError(problems)
         policy = load_policy(self.policy_dir, node, facts, cache_dir=self.state_dir)
@@ -113,30 +114,32 @@ class Converger:
         """The resource's watches, rebased under the root."""
         return [Watch(w.kind, _rebase(self.root, w.target)) for w in resource.watches()]
 
-    def run(self, only: set[str] | None, causes: dict[str, str], label: str) -> list[Outcome]:
+    def run(self, only: set[str] | None, causes: dict[str, str], label: str) -> Iterator[Outcome]:
         """Check ``only`` (all when None) and repair what drifted, in one
         engine run (one durable flush for the whole batch).
 
         ``causes`` gives each id its event; ids without one get ``label``.
         Runs of ``IN_CHILD_AT`` resources or more happen in a forked child
-        so that their transient memory never stays in the agent.
+        so that their transient memory never stays in the agent; their
+        outcomes stream back one by one.
         """
         assert self._engine is not None
         cause = journal_cause(only, causes, label)
         size = len(self.policy.resources) if only is None else len(only)
         if size >= IN_CHILD_AT:
-            rows = in_child(lambda: self._rows(self._fresh_engine(), only, cause))
+            rows: Iterable[list[Any]] = in_child(
+                lambda: self._rows(self._fresh_engine(), only, cause)
+            )
         else:
             rows = self._rows(self._engine, only, cause)
-        return [
-            Outcome(rid, status, causes.get(rid, label), tuple(actions), error)
-            for rid, status, actions, error in rows
-        ]
+        for rid, status, actions, error in rows:
+            yield Outcome(rid, status, causes.get(rid, label), tuple(actions), error)
 
     @staticmethod
-    def _rows(engine: Engine, only: set[str] | None, cause: str) -> list[list[Any]]:
+    def _rows(engine: Engine, only: set[str] | None, cause: str) -> Iterator[list[Any]]:
         summary = engine.run(only, cause=cause)
-        return [[r.id, r.status, list(r.actions), r.error] for r in summary.results.values()]
+        for r in summary.results.values():
+            yield [r.id, r.status, r.actions, r.error]
 
     def _fresh_engine(self) -> Engine:
         """The engine of the policy in force, on a state-store connection of

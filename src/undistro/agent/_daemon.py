@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from undistro.agent._control import ControlServer
@@ -42,8 +43,8 @@ _DIR_MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
 class Promise:
     """The last word on one resource: what ``undistro status`` lists.
 
-    Slotted: an agent keeps one per managed resource (10,000 dicts would
-    cost ~3 MB of the memory budget; these cost under 1 MB).
+    Slotted, and kept only for resources with something to say (a repair,
+    a failure): the agent's memory must not grow with what is merely kept.
     """
 
     __slots__ = ("cause", "error", "last_check", "last_repair", "state")
@@ -70,6 +71,7 @@ class Agent:
         self._stop: asyncio.Event | None = None
         self._started = time.monotonic()
         self._promises: dict[str, Promise] = {}
+        self._full_check: tuple[float, str] | None = None
         self._policy_dirs: list[str] = []
         self._last_policy_error: str | None = None
         self._counts = {
@@ -227,21 +229,24 @@ class Agent:
             only &= self.converger.policy.resources.keys()
             if not only:
                 return
+        now = time.time()
         try:
-            outcomes = self.converger.run(only, causes, label)
+            for out in self.converger.run(only, causes, label):
+                self._note(out, now)
         except UndistroError as exc:
             self._counts["failures"] += 1
             self._log(f"check failed ({label}): {exc}")
             self.converger.journal_agent("failed", label, error=str(exc))
             return
-        now = time.time()
-        for out in outcomes:
-            self._note(out, now)
+        if only is None:
+            self._full_check = (now, label)
 
     def _note(self, out: Outcome, now: float) -> None:
         self._counts["checks"] += 1
         promise = self._promises.get(out.id)
         if promise is None:
+            if out.outcome == "kept":
+                return  # the common case needs no record: see _promise()
             promise = self._promises[out.id] = Promise()
         promise.state, promise.last_check, promise.cause = out.outcome, now, out.cause
         promise.error = out.error
@@ -253,6 +258,20 @@ class Agent:
             self._counts["failures"] += 1
             self._log(f"failed {out.id} ({out.cause}): {out.error}")
 
+    def _promise(self, rid: str) -> Promise:
+        """What is known of ``rid``. Only resources ever repaired or not kept
+        have a record (10,000 records would cost ~1.5 MB of the budget);
+        the rest were kept at the last full check."""
+        promise = self._promises.get(rid)
+        if promise is None:
+            promise = Promise()
+            if self._full_check is not None:
+                promise.state = "kept"
+                promise.last_check, promise.cause = self._full_check
+            else:
+                promise.state = "unchecked"
+        return promise
+
     # -- control socket -------------------------------------------------------
 
     def _request(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -261,10 +280,11 @@ class Agent:
             return {"ok": True, "pid": os.getpid()}
         if op == "status":
             # Kept promises are the bulk and say nothing; list them on request.
-            every = bool(request.get("all"))
-            resources = {
-                rid: p.as_dict() for rid, p in self._promises.items() if every or p.state != "kept"
-            }
+            if request.get("all"):
+                ids: Iterable[str] = self.converger.policy.resources
+            else:
+                ids = [rid for rid, p in self._promises.items() if p.state != "kept"]
+            resources = {rid: self._promise(rid).as_dict() for rid in ids}
             return {"ok": True, **self.stats(), "resources": resources}
         if op == "reload":
             if self._reload("reload requested") == REJECTED:
@@ -315,10 +335,14 @@ class Agent:
 
     def stats(self) -> dict[str, Any]:
         """A cheap snapshot: counters and sizes, no I/O but one /proc read."""
+        policy = self.converger.policy
         states: dict[str, int] = {}
         for promise in self._promises.values():
             states[promise.state] = states.get(promise.state, 0) + 1
-        policy = self.converger.policy
+        plain = len(policy.resources) - len(self._promises)
+        if plain:
+            state = "kept" if self._full_check else "unchecked"
+            states[state] = states.get(state, 0) + plain
         return {
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self._started, 3),

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from undistro.errors import ApplyError
@@ -25,12 +25,13 @@ from undistro.errors import ApplyError
 _CHILD_FAILED = 70  # EX_SOFTWARE
 
 
-def in_child(work: Callable[[], Iterable[Any]]) -> list[Any]:
-    """The rows ``work()`` yields, computed in a forked child.
+def in_child(work: Callable[[], Iterable[Any]]) -> Iterator[Any]:
+    """The rows ``work()`` yields, computed in a forked child, as they come.
 
-    Rows must be JSON-serialisable. ``work`` must open its own resources
-    (an SQLite connection must not cross a fork). Raises ApplyError if the
-    child dies without finishing.
+    Rows must be JSON-serialisable; they are handed over one by one, so the
+    agent never holds all of them at once. ``work`` must open its own
+    resources (an SQLite connection must not cross a fork). Raises
+    ApplyError, after the last row, if the child did not finish cleanly.
     """
     read_fd, write_fd = os.pipe()
     sys.stderr.flush()
@@ -40,12 +41,12 @@ def in_child(work: Callable[[], Iterable[Any]]) -> list[Any]:
         _child(work, write_fd)
     os.close(write_fd)
     with os.fdopen(read_fd, encoding="utf-8") as pipe:
-        rows = [json.loads(line) for line in pipe]
+        for line in pipe:
+            yield json.loads(line)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise ApplyError(f"the work of child process {pid} failed (exit status {code})")
-    return rows
 
 
 def _child(work: Callable[[], Iterable[Any]], fd: int) -> None:
