@@ -1,0 +1,100 @@
+"""Readiness through the sd_notify socket, as systemd services speak it."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from undistro.supervisor import Phase, ServiceSpec
+
+from .builtin_harness import Harness, poll
+
+
+def test_late_ready_is_starting_until_ready(tmp_path: Path) -> None:
+    with Harness(tmp_path) as h:
+        svc = h.script(
+            "late.py",
+            "time.sleep(0.6)\nnotify('STATUS=warming up')\nnotify('READY=1')\ntime.sleep(1000)\n",
+            python=True,
+        )
+
+        async def body() -> None:
+            sup = h.backend()
+            spec = ServiceSpec("late", (svc,), readiness="notify")
+            began = time.monotonic()
+            starting = asyncio.create_task(sup.start(spec))
+            await asyncio.sleep(0.3)
+            early = sup.status("late")
+            assert early is not None
+            assert early.phase is Phase.STARTING and not early.ready and early.pid
+            status = await starting
+            assert time.monotonic() - began >= 0.6
+            assert status.phase is Phase.RUNNING and status.ready
+            assert status.status_text == "warming up"
+            assert h.causes("late") == ["spawned", "ready"]
+            stats = sup.stats()["services"]["late"]
+            assert stats["phase"] == "running" and stats["readiness"] == "notify"
+            assert stats["pid"] == status.pid and stats["uptime"] >= 0.5
+            await sup.stop("late")
+            await sup.close()
+
+        asyncio.run(body())
+
+
+@pytest.mark.skipif(shutil.which("systemd-notify") is None, reason="needs Debian's systemd-notify")
+def test_real_systemd_notify_ready_does_not_hang(tmp_path: Path) -> None:
+    """systemd-notify sends BARRIER=1 with a pipe fd and waits until we close it."""
+    with Harness(tmp_path) as h:
+        stamp = tmp_path / "returned"
+        svc = h.script(
+            "sdn.sh",
+            f"systemd-notify --ready --status='serving' || exit 3\n"
+            f"date +%s.%N > {stamp}\nexec sleep 1000\n",
+        )
+
+        async def body() -> None:
+            sup = h.backend()
+            began = time.time()
+            status = await asyncio.wait_for(
+                sup.start(ServiceSpec("sdn", (svc,), readiness="notify")), 4
+            )
+            assert status.phase is Phase.RUNNING and status.status_text == "serving"
+            assert await poll(stamp.exists)
+            # Unanswered, the barrier would hold systemd-notify for 5 s.
+            assert float(stamp.read_text()) - began < 2.0
+            await sup.stop("sdn")
+            await sup.close()
+
+        asyncio.run(body())
+
+
+def test_watchdog_miss_kills_and_restarts(tmp_path: Path) -> None:
+    with Harness(tmp_path) as h:
+        spawns = tmp_path / "spawns"
+        svc = h.script(
+            "wd.py",
+            f"open({str(spawns)!r}, 'a').write('%f\\n' % time.time())\n"
+            "notify('READY=1')\n"
+            "for _ in range(8):\n    notify('WATCHDOG=1')\n    time.sleep(0.1)\n"
+            "time.sleep(1000)\n",
+            python=True,
+        )
+
+        async def body() -> None:
+            sup = h.backend()
+            spec = ServiceSpec("wd", (svc,), readiness="notify", watchdog_sec=0.3)
+            await sup.start(spec)
+            await h.until(lambda: h.causes("wd").count("ready") >= 2, timeout=6)
+            first, second = (float(t) for t in spawns.read_text().split()[:2])
+            # Fed for 0.8 s, it outlived its 0.3 s watchdog; starved, it was killed.
+            assert second - first >= 0.8 + 0.3
+            causes = h.causes("wd")
+            assert any(c.startswith("watchdog timeout (signal SIGKILL)") for c in causes)
+            await sup.stop("wd")
+            await sup.close()
+
+        asyncio.run(body())
