@@ -42,24 +42,30 @@ class RotatingLog:
         self.keep = max(0, keep)
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
+        self._midline = False
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
     def write(self, data: bytes) -> None:
-        """Append ``data``, rotating at a line boundary where one is near."""
+        """Append ``data``; rotate so that files start and end on whole lines.
+
+        A line a pipe read cut in two is finished in the old file even past
+        ``max_bytes``; only a single line longer than ``max_bytes`` is split.
+        """
         while data:
             room = self.max_bytes - self._size
             if len(data) <= room:
                 self._append(data)
                 return
-            if room > 0:
-                cut = data.rfind(b"\n", 0, room) + 1 or room
+            cut = data.rfind(b"\n", 0, max(room, 0)) + 1
+            if not cut and self._midline:
+                cut = data.find(b"\n", 0, self.max_bytes) + 1
+            if not cut and self._size == 0:
+                cut = self.max_bytes
+            if cut:
                 self._append(data[:cut])
                 data = data[cut:]
-            elif self._size == 0:
-                self._append(data[: self.max_bytes])
-                data = data[self.max_bytes :]
             self.rotate()
 
     def _append(self, data: bytes) -> None:
@@ -68,6 +74,7 @@ class RotatingLog:
             written = os.write(self._fd, view)
             view = view[written:]
         self._size += len(data)
+        self._midline = not data.endswith(b"\n")
 
     def rotate(self) -> None:
         os.close(self._fd)
@@ -80,6 +87,7 @@ class RotatingLog:
             os.truncate(self.path, 0)
         self._fd = self._open()
         self._size = 0
+        self._midline = False
 
     def close(self) -> None:
         os.close(self._fd)
