@@ -57,7 +57,11 @@ async def crash_to_ready(workdir: Path, script: str, crashes: int) -> dict[str, 
 
     backend.subscribe(on_event)
     spec = ServiceSpec(
-        "bench", (str(path),), readiness="notify", restart="always", restart_delay=0,
+        "bench",
+        (str(path),),
+        readiness="notify",
+        restart="always",
+        restart_delay=0,
         crash_loop_limit=crashes + 10,
     )
     status = await backend.start(spec)
@@ -92,7 +96,8 @@ async def crash_to_ready(workdir: Path, script: str, crashes: int) -> dict[str, 
 async def host(state_dir: str, count: int) -> None:
     """The measured process: supervise ``count`` sleeps, report, then idle."""
     backend = BuiltinBackend(state_dir)
-    pids = [(await backend.start(ServiceSpec(f"s{i}", ("sleep", "100000")))).pid for i in range(count)]
+    specs = [ServiceSpec(f"s{i}", ("sleep", "100000")) for i in range(count)]
+    pids = [(await backend.start(spec)).pid for spec in specs]
     print(json.dumps({"pids": pids}), flush=True)
     await asyncio.Event().wait()
 
