@@ -50,6 +50,7 @@ def test_idle_supervisor_only_waits(tmp_path: Path) -> None:
         )
         driver.send_signal(signal.SIGKILL)
         driver.wait()
+        driver.stdout.close()
         lines = log.read_text().splitlines()
         calls = [m.group(1) for line in lines if (m := re.match(r"^\d+\s+(\w+)\(", line))]
         # One epoll_wait, entered before strace attached and still blocked when it left.

@@ -279,6 +279,11 @@ class BuiltinBackend:
                 svc.task.cancel()
             if svc.pidfd is not None:
                 self._forget_pid(svc)
+            if svc.popen is not None:
+                # Detach: whoever supervises next reaps it by pidfd. Left "running",
+                # Popen.__del__ would queue it for a waitpid that steals its status.
+                svc.popen.returncode = 0
+                svc.popen = None
             self._close_channels(svc)
         self._services.clear()
         if self._loop is not None and self._subreaper:
