@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,20 @@ def test_changed_spec_replaces_the_adopted_process(tmp_path: Path) -> None:
         h.extra_pids.add(b["pid"])
         assert b["pid"] != a["pid"] and b["phase"] == "running"
         assert gone(a["pid"])
+
+
+def test_output_written_between_supervisors_is_not_lost(tmp_path: Path) -> None:
+    with Harness(tmp_path) as h:
+        svc = h.script(
+            "talker.sh", "trap 'echo during' USR1\necho before\nwhile :; do sleep 0.05; done\n"
+        )
+        spec = {"name": "talker", "argv": [svc]}
+        (a,) = _lines(_driver(h.state, [spec], "close"))
+        pid = a["pid"]
+        h.extra_pids.add(pid)
+        os.kill(pid, signal.SIGUSR1)  # nobody drains the fifo now: the line waits in the pipe
+        time.sleep(0.3)
+        assert not gone(pid)  # no SIGPIPE for lack of a reader
+        (b,) = _lines(_driver(h.state, [spec], "close"))
+        assert b["pid"] == pid
+        assert (h.state / "talker.log").read_text() == "before\nduring\n"

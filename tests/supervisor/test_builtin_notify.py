@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from undistro.supervisor import Phase, ServiceSpec
 
-from .builtin_harness import Harness, poll
+from .builtin_harness import Harness, gone, poll
 
 
 def test_late_ready_is_starting_until_ready(tmp_path: Path) -> None:
@@ -95,6 +97,58 @@ def test_watchdog_miss_kills_and_restarts(tmp_path: Path) -> None:
             causes = h.causes("wd")
             assert any(c.startswith("watchdog timeout (signal SIGKILL)") for c in causes)
             await sup.stop("wd")
+            await sup.close()
+
+        asyncio.run(body())
+
+
+def test_forking_daemon_hands_over_with_mainpid(tmp_path: Path) -> None:
+    with Harness(tmp_path) as h:
+        svc = h.script(
+            "forking.py",
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    notify('MAINPID=%d\\nREADY=1' % os.getpid())\n"
+            "    time.sleep(1000)\n"
+            "time.sleep(0.2)\n",  # the launcher exits 0 once the daemon is up
+            python=True,
+        )
+
+        async def body() -> None:
+            sup = h.backend()
+            spec = ServiceSpec("forking", (svc,), readiness="notify", restart="never")
+            status = await sup.start(spec)
+            launcher = h.events[0][1].status.pid
+            assert status.phase is Phase.RUNNING and status.pid != launcher
+            daemon = status.pid
+            assert daemon is not None
+            assert await poll(lambda: gone(launcher or 0))
+            await asyncio.sleep(0.1)
+            assert h.causes("forking") == ["spawned", f"main pid {launcher} -> {daemon}", "ready"]
+            os.kill(daemon, signal.SIGKILL)  # the daemon, now our child by subreaping, dies
+            await h.until(lambda: h.causes("forking")[-1] == "signal SIGKILL")
+            final = sup.status("forking")
+            assert final is not None and final.phase is Phase.FAILED and final.exit_status == -9
+            await sup.close()
+
+        asyncio.run(body())
+
+
+def test_stopping_then_clean_exit_is_stopped_not_restarted(tmp_path: Path) -> None:
+    with Harness(tmp_path) as h:
+        svc = h.script(
+            "quits.py",
+            "notify('READY=1')\ntime.sleep(0.2)\nnotify('STOPPING=1')\ntime.sleep(0.1)\n",
+            python=True,
+        )
+
+        async def body() -> None:
+            sup = h.backend()
+            await sup.start(ServiceSpec("quits", (svc,), readiness="notify"))
+            await h.until(lambda: h.causes("quits")[-1:] == ["exited 0"])
+            assert h.causes("quits") == ["spawned", "ready", "service is stopping", "exited 0"]
+            status = sup.status("quits")
+            assert status is not None and status.phase is Phase.STOPPED
             await sup.close()
 
         asyncio.run(body())
