@@ -306,6 +306,19 @@ def test_bad_spec_names_the_field_and_changes_nothing(
     asyncio.run(body())
 
 
+def test_state_dir_too_deep_for_a_socket_path_is_refused(tmp_path: Path) -> None:
+    async def body() -> None:
+        state = tmp_path / ("d" * 100)
+        sup = BuiltinBackend(state, subreaper=False)
+        with pytest.raises(ValidationError) as err:
+            await sup.start(ServiceSpec("s", ("sleep", "1")))
+        assert err.value.field == "state_dir" and "107 bytes" in str(err.value)
+        assert os.listdir(state) == [] and sup.status("s") is None
+        await sup.close()
+
+    asyncio.run(body())
+
+
 def test_user_group_environment_and_directory(tmp_path: Path) -> None:
     with Harness(tmp_path) as h:
         shell = 'echo "$(id -u) $(id -g) $(pwd) $GREETING $HOME"'

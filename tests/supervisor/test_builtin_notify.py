@@ -55,7 +55,7 @@ def test_real_systemd_notify_ready_does_not_hang(tmp_path: Path) -> None:
         svc = h.script(
             "sdn.sh",
             f"systemd-notify --ready --status='serving' || exit 3\n"
-            f"date +%s.%N > {stamp}\nexec sleep 1000\n",
+            f"date +%s.%N > {stamp}.tmp; mv {stamp}.tmp {stamp}\nexec sleep 1000\n",
         )
 
         async def body() -> None:

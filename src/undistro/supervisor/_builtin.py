@@ -211,8 +211,9 @@ class BuiltinBackend:
         identity = resolve_identity(spec)
         svc = self._services.get(spec.name)
         if svc is None:
-            svc = self._services[spec.name] = _Service(spec, identity)
+            svc = _Service(spec, identity)
             self._open_channels(svc)
+            self._services[spec.name] = svc
             self._adopt(svc, spec)
         elif svc.notify is None:
             svc.spec, svc.hash, svc.identity = spec, spec_hash(spec), identity
@@ -323,6 +324,14 @@ class BuiltinBackend:
         return self._loop
 
     def _open_channels(self, svc: _Service) -> None:
+        """Bind the notify socket and open the log fifo; all or nothing."""
+        try:
+            self._open_channels_or_raise(svc)
+        except BaseException:
+            self._close_channels(svc)
+            raise
+
+    def _open_channels_or_raise(self, svc: _Service) -> None:
         loop = self._loop_ready()
         name = svc.spec.name
         uid, gid = svc.identity.owner
@@ -331,12 +340,16 @@ class BuiltinBackend:
             os.path.join(self.state_dir, f"{name}.notify"),
             uid,
             gid,
-            lambda fields, _pid: self._on_notify(svc, fields),
+            lambda fields: self._on_notify(svc, fields),
         )
         log = RotatingLog(
             os.path.join(self.log_dir, f"{name}.log"), svc.spec.log_max_bytes, svc.spec.log_keep
         )
-        svc.logs = LogPipe(loop, os.path.join(self.state_dir, f"{name}.out"), log)
+        try:
+            svc.logs = LogPipe(loop, os.path.join(self.state_dir, f"{name}.out"), log)
+        except BaseException:
+            log.close()
+            raise
 
     def _close_channels(self, svc: _Service) -> None:
         if svc.notify is not None:

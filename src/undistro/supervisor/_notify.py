@@ -33,8 +33,8 @@ _MAX_FDS = 16
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 _ANCILLARY = socket.CMSG_SPACE(_MAX_FDS * 4) + socket.CMSG_SPACE(_UCRED.size)
 
-NotifyHandler = Callable[[dict[str, str], int | None], None]
-"""Called with the parsed fields and the sender's pid (when the kernel said)."""
+NotifyHandler = Callable[[dict[str, str]], None]
+"""Called with the parsed fields of one datagram."""
 
 
 def parse_message(data: bytes) -> dict[str, str]:
@@ -96,14 +96,15 @@ class NotifySocket:
                 return
             except OSError:
                 return
-            sender_pid, sender_uid = self._ancillary(ancdata)
+            sender_uid = self._ancillary(ancdata)
             if sender_uid is not None and sender_uid not in (0, self._uid):
                 continue
-            self._handler(parse_message(data), sender_pid)
+            self._handler(parse_message(data))
 
     @staticmethod
-    def _ancillary(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, int | None]:
-        pid = uid = None
+    def _ancillary(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+        """Close every passed fd (this answers BARRIER=1); return the sender's uid if given."""
+        uid = None
         for level, kind, payload in ancdata:
             if level != socket.SOL_SOCKET:
                 continue
@@ -114,8 +115,8 @@ class NotifySocket:
                     with contextlib.suppress(OSError):
                         os.close(fd)
             elif kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
-                pid, uid, _gid = _UCRED.unpack_from(payload)
-        return pid, uid
+                _pid, uid, _gid = _UCRED.unpack_from(payload)
+        return uid
 
     def close(self) -> None:
         """Stop listening; the socket file stays so a service's sends keep a target path."""
