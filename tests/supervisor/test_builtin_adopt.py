@@ -107,3 +107,20 @@ def test_output_written_between_supervisors_is_not_lost(tmp_path: Path) -> None:
         (b,) = _lines(_driver(h.state, [spec], "close"))
         assert b["pid"] == pid
         assert (h.state / "talker.log").read_text() == "before\nduring\n"
+
+
+def test_supervisor_killed_with_sigkill_is_replaced_without_a_duplicate(tmp_path: Path) -> None:
+    with Harness(tmp_path) as h:
+        spec = {"name": "s", "argv": ["sleep", "1000"]}
+        a = _driver(h.state, [spec], "hold")
+        h.extra_pids.add(a.pid)
+        assert a.stdout is not None
+        first = json.loads(a.stdout.readline())
+        h.extra_pids.add(first["pid"])
+        assert json.loads(a.stdout.readline()) == {"held": 1}
+        a.kill()  # no close(): the kernel drops its sockets and fds
+        a.wait()
+        a.stdout.close()
+        assert not gone(first["pid"])
+        (b,) = _lines(_driver(h.state, [spec], "close"))
+        assert b["pid"] == first["pid"] and b["phase"] == "running"
