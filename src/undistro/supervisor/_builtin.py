@@ -410,6 +410,15 @@ class BuiltinBackend:
             self._exit_handlers.pop(svc.pid, None)
         svc.pidfd = None
 
+    @staticmethod
+    def _group_of(pid: int) -> int | None:
+        """The main pid's own group: while the main pid lives (or is an unreaped
+        zombie) it is a member, so the group id cannot be reused under us."""
+        try:
+            return os.getpgid(pid)
+        except ProcessLookupError:
+            return None
+
     # -- adoption -------------------------------------------------------------
 
     def _adopt(self, svc: _Service, spec: ServiceSpec) -> None:
@@ -421,7 +430,7 @@ class BuiltinBackend:
             self._records.remove(spec.name)
             return
         svc.started_at, svc.restarts = record.started_at, record.restarts
-        svc.pgid = record.pid
+        svc.pgid = self._group_of(record.pid)
         svc.ready = record.ready or spec.readiness == "none"
         svc.hash = record.spec_hash
         svc.want_up = True
@@ -506,11 +515,11 @@ class BuiltinBackend:
             svc.notify.drain()  # a MAINPID= or READY=1 sent just before exiting counts
         if pidfd != svc.pidfd:
             return  # handed over by MAINPID=; _on_handover reaps the old one
-        assert svc.pgid is not None
         # The main pid is a zombie until reaped, so its group id cannot be reused yet:
         # kill what is left of the group now, race-free.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(svc.pgid, signal.SIGKILL)
+        if svc.pgid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(svc.pgid, signal.SIGKILL)
         loop = self._loop_ready()
         loop.remove_reader(pidfd)
         if svc.pid is not None:
@@ -584,7 +593,7 @@ class BuiltinBackend:
             svc.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await svc.task
-        if svc.pid is None or svc.pgid is None:
+        if svc.pid is None:
             if svc.phase is not Phase.STOPPED:
                 svc.ready = False
                 self._set_phase(svc, Phase.STOPPED, cause)
@@ -655,6 +664,7 @@ class BuiltinBackend:
 
         self._exit_handlers[old_pid] = reap_old
         loop.add_reader(old_fd, reap_old)
+        svc.pgid = self._group_of(new_pid)
         self._track(svc, new_pid, new_fd)
         self._save_record(svc)
         self._emit(svc, f"main pid {old_pid} -> {new_pid}")
