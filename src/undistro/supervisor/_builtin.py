@@ -23,22 +23,21 @@ duplicate.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
-from undistro.errors import ApplyError, ValidationError
+from undistro.errors import ApplyError
 from undistro.supervisor._adopt import Record, RecordStore, proc_start_time, reopen, spec_hash
 from undistro.supervisor._logs import LogPipe, RotatingLog
 from undistro.supervisor._notify import NotifySocket
+from undistro.supervisor._policy import after_exit, validate_spec
 from undistro.supervisor._reaper import reap_orphans, set_child_subreaper
+from undistro.supervisor._service import Service, describe, reap
 from undistro.supervisor._spawn import (
-    Identity,
     child_environment,
     resolve_identity,
     signal_number,
@@ -53,104 +52,7 @@ from undistro.supervisor._spec import (
     StartHook,
 )
 
-_RESTART = ("always", "on-failure", "never")
-_READINESS = ("notify", "exit", "none")
 _SETTLED = (Phase.RUNNING, Phase.STOPPED, Phase.FAILED)
-
-
-def validate_spec(spec: ServiceSpec) -> None:
-    """Check what the builtin backend relies on; raise ValidationError naming the field."""
-    if not spec.name or "/" in spec.name or spec.name.startswith(".") or "\0" in spec.name:
-        raise ValidationError("name", f"not usable as a file name: {spec.name!r}")
-    if not spec.argv:
-        raise ValidationError("command", "is empty")
-    if spec.restart not in _RESTART:
-        raise ValidationError("restart", f"{spec.restart!r} is not one of {', '.join(_RESTART)}")
-    if spec.readiness not in _READINESS:
-        raise ValidationError(
-            "readiness", f"{spec.readiness!r} is not one of {', '.join(_READINESS)}"
-        )
-    signal_number(spec.stop_signal, "stop_signal")
-    if spec.reload_signal is not None:
-        signal_number(spec.reload_signal, "reload_signal")
-    if spec.crash_loop_limit < 1:
-        raise ValidationError("crash_loop_limit", "must be at least 1")
-    for field in ("restart_delay", "restart_delay_max", "stop_timeout", "crash_loop_window"):
-        if getattr(spec, field) < 0:
-            raise ValidationError(field, "must not be negative")
-    if spec.watchdog_sec is not None and spec.watchdog_sec <= 0:
-        raise ValidationError("watchdog_sec", "must be positive")
-    if spec.log_max_bytes < 1:
-        raise ValidationError("log_max_bytes", "must be positive")
-
-
-def _reap(pidfd: int, popen: subprocess.Popen[bytes] | None) -> os.waitid_result | None:
-    """Reap an exited process through its pidfd and close it; None if it is not our child.
-
-    Popen is told the status so that it never tries to wait for the pid itself.
-    """
-    try:
-        info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
-    except ChildProcessError:
-        info = None
-    if popen is not None:
-        popen.returncode = _describe(info)[0]
-    os.close(pidfd)
-    return info
-
-
-def _describe(info: os.waitid_result | None) -> tuple[int | None, str]:
-    """(exit_status, cause): exit status N, or -signal, or None when not ours to know."""
-    if info is None:
-        return None, "exited (status unknown: not our child)"
-    if info.si_code == os.CLD_EXITED:
-        return info.si_status, f"exited {info.si_status}"
-    return -info.si_status, f"signal {signal.Signals(info.si_status).name}"
-
-
-class _Service:
-    """Everything the supervisor knows about one service (mutable, loop-only)."""
-
-    def __init__(self, spec: ServiceSpec, identity: Identity) -> None:
-        self.spec = spec
-        self.hash = spec_hash(spec)
-        self.identity = identity
-        self.phase = Phase.STOPPED
-        self.since = time.time()
-        self.pid: int | None = None
-        self.pgid: int | None = None
-        self.pidfd: int | None = None
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
-        self.restarts = 0
-        self.ready = False
-        self.status_text = ""
-        self.exit_status: int | None = None
-        self.want_up = False
-        self.failures: collections.deque[float] = collections.deque()
-        self.notify: NotifySocket | None = None
-        self.logs: LogPipe | None = None
-        self.restart_timer: asyncio.TimerHandle | None = None
-        self.kill_timer: asyncio.TimerHandle | None = None
-        self.watchdog_timer: asyncio.TimerHandle | None = None
-        self.watchdog_deadline = 0.0
-        self.watchdog_usec = 0
-        self.watchdog_fired = False
-        self.task: asyncio.Task[None] | None = None
-        self.changed: list[asyncio.Future[None]] = []
-
-    def snapshot(self) -> ServiceStatus:
-        return ServiceStatus(
-            name=self.spec.name,
-            phase=self.phase,
-            pid=self.pid,
-            since=self.since,
-            restarts=self.restarts,
-            ready=self.ready,
-            status_text=self.status_text,
-            exit_status=self.exit_status,
-            backend="builtin",
-        )
 
 
 class BuiltinBackend:
@@ -188,7 +90,7 @@ class BuiltinBackend:
         os.makedirs(self.log_dir, mode=0o755, exist_ok=True)
         self._records = RecordStore(self.state_dir)
         self._start_hook = start_hook
-        self._services: dict[str, _Service] = {}
+        self._services: dict[str, Service] = {}
         self._sinks: list[EventSink] = []
         self._exit_handlers: dict[int, Callable[[], None]] = {}
         self._orphans_reaped = 0
@@ -211,7 +113,7 @@ class BuiltinBackend:
         identity = resolve_identity(spec)
         svc = self._services.get(spec.name)
         if svc is None:
-            svc = _Service(spec, identity)
+            svc = Service(spec, identity)
             self._open_channels(svc)
             self._services[spec.name] = svc
             self._adopt(svc, spec)
@@ -223,7 +125,7 @@ class BuiltinBackend:
         svc.spec, svc.hash, svc.identity = spec, spec_hash(spec), identity
         svc.want_up = True
         if svc.pid is None and svc.task is None and svc.restart_timer is None:
-            svc.failures.clear()
+            svc.failures = ()
             await self._spawn(svc)
         return await self._settle(svc)
 
@@ -251,7 +153,7 @@ class BuiltinBackend:
         spec = svc.spec
         if spec.reload_command:
             info = await self._run_helper(svc, spec.reload_command)
-            code, cause = _describe(info)
+            code, cause = describe(info)
             if code not in (0, None):
                 raise ApplyError(f"service {name!r}: reload command {cause}")
             self._emit(svc, f"reloaded (command {cause})")
@@ -310,7 +212,7 @@ class BuiltinBackend:
 
     # -- plumbing -------------------------------------------------------------
 
-    def _get(self, name: str) -> _Service:
+    def _get(self, name: str) -> Service:
         svc = self._services.get(name)
         if svc is None:
             raise ApplyError(f"service {name!r} is not supervised here")
@@ -323,7 +225,7 @@ class BuiltinBackend:
                 self._loop.add_signal_handler(signal.SIGCHLD, self._on_sigchld)
         return self._loop
 
-    def _open_channels(self, svc: _Service) -> None:
+    def _open_channels(self, svc: Service) -> None:
         """Bind the notify socket and open the log fifo; all or nothing."""
         try:
             self._open_channels_or_raise(svc)
@@ -331,7 +233,7 @@ class BuiltinBackend:
             self._close_channels(svc)
             raise
 
-    def _open_channels_or_raise(self, svc: _Service) -> None:
+    def _open_channels_or_raise(self, svc: Service) -> None:
         loop = self._loop_ready()
         name = svc.spec.name
         uid, gid = svc.identity.owner
@@ -351,7 +253,7 @@ class BuiltinBackend:
             log.close()
             raise
 
-    def _close_channels(self, svc: _Service) -> None:
+    def _close_channels(self, svc: Service) -> None:
         if svc.notify is not None:
             svc.notify.close()
             svc.notify = None
@@ -360,7 +262,7 @@ class BuiltinBackend:
             svc.logs.close()
             svc.logs = None
 
-    def _emit(self, svc: _Service, cause: str) -> None:
+    def _emit(self, svc: Service, cause: str) -> None:
         event = ServiceEvent(svc.snapshot(), cause)
         for sink in list(self._sinks):
             try:
@@ -370,7 +272,7 @@ class BuiltinBackend:
                     {"message": "service event sink failed", "exception": exc}
                 )
 
-    def _set_phase(self, svc: _Service, phase: Phase, cause: str) -> None:
+    def _set_phase(self, svc: Service, phase: Phase, cause: str) -> None:
         svc.phase = phase
         svc.since = time.time()
         self._emit(svc, cause)
@@ -379,14 +281,14 @@ class BuiltinBackend:
             if not fut.done():
                 fut.set_result(None)
 
-    async def _settle(self, svc: _Service) -> ServiceStatus:
+    async def _settle(self, svc: Service) -> ServiceStatus:
         while svc.phase not in _SETTLED:
             fut = self._loop_ready().create_future()
             svc.changed.append(fut)
             await fut
         return svc.snapshot()
 
-    def _save_record(self, svc: _Service) -> None:
+    def _save_record(self, svc: Service) -> None:
         if svc.pid is None:
             return
         start_time = proc_start_time(svc.pid)
@@ -397,12 +299,12 @@ class BuiltinBackend:
             Record(svc.pid, start_time, svc.hash, svc.started_at, svc.ready, svc.restarts),
         )
 
-    def _track(self, svc: _Service, pid: int, pidfd: int) -> None:
+    def _track(self, svc: Service, pid: int, pidfd: int) -> None:
         svc.pid, svc.pidfd = pid, pidfd
         self._exit_handlers[pid] = lambda: self._on_exit(svc, pidfd)
         self._loop_ready().add_reader(pidfd, self._on_exit, svc, pidfd)
 
-    def _forget_pid(self, svc: _Service) -> None:
+    def _forget_pid(self, svc: Service) -> None:
         assert svc.pidfd is not None
         self._loop_ready().remove_reader(svc.pidfd)
         os.close(svc.pidfd)
@@ -421,7 +323,7 @@ class BuiltinBackend:
 
     # -- adoption -------------------------------------------------------------
 
-    def _adopt(self, svc: _Service, spec: ServiceSpec) -> None:
+    def _adopt(self, svc: Service, spec: ServiceSpec) -> None:
         record = self._records.load(spec.name)
         if record is None:
             return
@@ -440,7 +342,7 @@ class BuiltinBackend:
 
     # -- spawning -------------------------------------------------------------
 
-    async def _spawn(self, svc: _Service) -> None:
+    async def _spawn(self, svc: Service) -> None:
         spec = svc.spec
         if self._start_hook is not None:
             try:
@@ -476,7 +378,7 @@ class BuiltinBackend:
         self._arm_watchdog(svc)
         self._set_phase(svc, Phase.RUNNING if svc.ready else Phase.STARTING, "spawned")
 
-    async def _run_helper(self, svc: _Service, argv: tuple[str, ...]) -> os.waitid_result | None:
+    async def _run_helper(self, svc: Service, argv: tuple[str, ...]) -> os.waitid_result | None:
         """Run a command as the service would run (user, env, cwd, log) and wait for its exit."""
         assert svc.logs is not None
         env = child_environment(svc.spec, svc.identity, {"MAINPID": str(svc.pid)})
@@ -494,7 +396,7 @@ class BuiltinBackend:
         def exited() -> None:
             self._exit_handlers.pop(popen.pid, None)
             loop.remove_reader(pidfd)
-            info = _reap(pidfd, popen)
+            info = reap(pidfd, popen)
             if not done.done():
                 done.set_result(info)
 
@@ -502,7 +404,7 @@ class BuiltinBackend:
         loop.add_reader(pidfd, exited)
         return await done
 
-    def _restart_due(self, svc: _Service) -> None:
+    def _restart_due(self, svc: Service) -> None:
         svc.restart_timer = None
         svc.restarts += 1
         svc.task = self._loop_ready().create_task(self._spawn(svc))
@@ -510,7 +412,7 @@ class BuiltinBackend:
 
     # -- exits ----------------------------------------------------------------
 
-    def _on_exit(self, svc: _Service, pidfd: int) -> None:
+    def _on_exit(self, svc: Service, pidfd: int) -> None:
         if svc.notify is not None:
             svc.notify.drain()  # a MAINPID= or READY=1 sent just before exiting counts
         if pidfd != svc.pidfd:
@@ -524,7 +426,7 @@ class BuiltinBackend:
         loop.remove_reader(pidfd)
         if svc.pid is not None:
             self._exit_handlers.pop(svc.pid, None)
-        code, cause = _describe(_reap(pidfd, svc.popen))
+        code, cause = describe(reap(pidfd, svc.popen))
         svc.popen = None
         svc.pid = svc.pidfd = None
         svc.exit_status = code
@@ -535,42 +437,24 @@ class BuiltinBackend:
         svc.watchdog_timer = svc.kill_timer = None
         self._after_exit(svc, code, cause)
 
-    def _after_exit(self, svc: _Service, code: int | None, cause: str) -> None:
-        spec = svc.spec
-        if not svc.want_up:
-            svc.ready = False
-            self._set_phase(svc, Phase.STOPPED, cause)
-            return
-        if svc.watchdog_fired:
-            cause = f"watchdog timeout ({cause})"
-        failed = code != 0 or svc.watchdog_fired
-        if spec.readiness == "exit" and not failed:
-            svc.ready, svc.want_up = True, False
-            self._set_phase(svc, Phase.STOPPED, f"{cause} (done)")
-            return
-        svc.ready = False
-        if not (spec.restart == "always" or (spec.restart == "on-failure" and failed)):
+    def _after_exit(self, svc: Service, code: int | None, cause: str) -> None:
+        decision = after_exit(
+            svc.spec,
+            wanted=svc.want_up,
+            exit_status=code,
+            cause=cause,
+            watchdog_fired=svc.watchdog_fired,
+            failures=svc.failures,
+            now=time.monotonic(),
+        )
+        svc.failures = decision.failures
+        svc.ready = decision.ready
+        if decision.delay is None:
             svc.want_up = False
-            self._set_phase(svc, Phase.FAILED if failed else Phase.STOPPED, cause)
-            return
-        now = time.monotonic()
-        if failed:
-            svc.failures.append(now)
-        while svc.failures and svc.failures[0] < now - spec.crash_loop_window:
-            svc.failures.popleft()
-        if len(svc.failures) >= spec.crash_loop_limit:
-            svc.want_up = False
-            svc.failures.clear()
-            self._set_phase(
-                svc,
-                Phase.FAILED,
-                f"crash loop: {spec.crash_loop_limit} failures within "
-                f"{spec.crash_loop_window:g}s, last {cause}",
-            )
-            return
-        delay = min(spec.restart_delay * 2 ** max(len(svc.failures) - 1, 0), spec.restart_delay_max)
-        svc.restart_timer = self._loop_ready().call_later(delay, self._restart_due, svc)
-        self._set_phase(svc, Phase.BACKOFF, f"{cause}; restart in {delay:.3g}s")
+        else:
+            loop = self._loop_ready()
+            svc.restart_timer = loop.call_later(decision.delay, self._restart_due, svc)
+        self._set_phase(svc, decision.phase, decision.cause)
 
     def _on_sigchld(self) -> None:
         def tracked(pid: int) -> bool:
@@ -584,7 +468,7 @@ class BuiltinBackend:
 
     # -- stopping -------------------------------------------------------------
 
-    async def _stop_process(self, svc: _Service, cause: str) -> None:
+    async def _stop_process(self, svc: Service, cause: str) -> None:
         svc.want_up = False
         if svc.restart_timer is not None:
             svc.restart_timer.cancel()
@@ -607,12 +491,12 @@ class BuiltinBackend:
             svc.changed.append(fut)
             await fut
 
-    def _kill_group(self, svc: _Service) -> None:
+    def _kill_group(self, svc: Service) -> None:
         svc.kill_timer = None
         self._signal_all(svc, signal.SIGKILL)
 
     @staticmethod
-    def _signal_all(svc: _Service, sig: signal.Signals) -> None:
+    def _signal_all(svc: Service, sig: signal.Signals) -> None:
         """Signal the process group and the main pid (which MAINPID= may have moved out of it)."""
         if svc.pidfd is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -623,7 +507,7 @@ class BuiltinBackend:
 
     # -- notifications ----------------------------------------------------------
 
-    def _on_notify(self, svc: _Service, fields: dict[str, str]) -> None:
+    def _on_notify(self, svc: Service, fields: dict[str, str]) -> None:
         if "MAINPID" in fields:
             self._on_handover(svc, fields["MAINPID"])
         if "STATUS" in fields:
@@ -643,7 +527,7 @@ class BuiltinBackend:
                 self._save_record(svc)
                 self._set_phase(svc, Phase.RUNNING, "ready")
 
-    def _on_handover(self, svc: _Service, value: str) -> None:
+    def _on_handover(self, svc: Service, value: str) -> None:
         """``MAINPID=``: the daemon's real main process is another pid (a forking daemon)."""
         if not value.isdigit() or svc.pid is None or svc.pidfd is None or int(value) == svc.pid:
             return
@@ -660,7 +544,7 @@ class BuiltinBackend:
         def reap_old() -> None:
             self._exit_handlers.pop(old_pid, None)
             loop.remove_reader(old_fd)
-            _reap(old_fd, old_popen)
+            reap(old_fd, old_popen)
 
         self._exit_handlers[old_pid] = reap_old
         loop.add_reader(old_fd, reap_old)
@@ -671,7 +555,7 @@ class BuiltinBackend:
 
     # -- watchdog ---------------------------------------------------------------
 
-    def _arm_watchdog(self, svc: _Service) -> None:
+    def _arm_watchdog(self, svc: Service) -> None:
         """One timer per watched service, re-armed lazily: a WATCHDOG=1 only moves the deadline."""
         if svc.spec.watchdog_sec is not None:
             svc.watchdog_usec = int(svc.spec.watchdog_sec * 1_000_000)
@@ -682,7 +566,7 @@ class BuiltinBackend:
         if svc.watchdog_timer is None:
             svc.watchdog_timer = loop.call_at(svc.watchdog_deadline, self._watchdog_due, svc)
 
-    def _watchdog_due(self, svc: _Service) -> None:
+    def _watchdog_due(self, svc: Service) -> None:
         svc.watchdog_timer = None
         if svc.pid is None:
             return
@@ -692,7 +576,7 @@ class BuiltinBackend:
             return
         self._watchdog_fire(svc)
 
-    def _watchdog_fire(self, svc: _Service) -> None:
+    def _watchdog_fire(self, svc: Service) -> None:
         if svc.pid is None or svc.watchdog_fired:
             return
         svc.watchdog_fired = True
