@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -79,6 +79,18 @@ class Harness:
         backend = BuiltinBackend(self.state, self.logs, **kwargs)
         backend.subscribe(self.record)
         return backend
+
+    def run(self, body: Callable[[BuiltinBackend], Awaitable[None]]) -> None:
+        """Run ``body`` on a fresh loop with a fresh backend, closed however body ends."""
+
+        async def main() -> None:
+            backend = self.backend()
+            try:
+                await body(backend)
+            finally:
+                await backend.close()
+
+        asyncio.run(main())
 
     def record(self, event: ServiceEvent) -> None:
         self.events.append((time.monotonic(), event))

@@ -40,8 +40,7 @@ def test_crash_restarts_with_growing_backoff(tmp_path: Path) -> None:
     with Harness(tmp_path) as h:
         svc, spawns = _crasher(h)
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             spec = ServiceSpec("crash", (svc,), restart_delay=0.05, crash_loop_limit=5)
             await sup.start(spec)
             await h.until(lambda: h.events[-1][1].status.phase is Phase.FAILED)
@@ -50,17 +49,15 @@ def test_crash_restarts_with_growing_backoff(tmp_path: Path) -> None:
             gaps = [b - a for a, b in itertools.pairwise(times)]
             assert gaps == sorted(gaps), gaps
             assert gaps[0] >= 0.05 and gaps[-1] >= 0.4 and gaps[-1] > 3 * gaps[0]
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 def test_crash_loop_fails_with_cause_and_stops_retrying(tmp_path: Path) -> None:
     with Harness(tmp_path) as h:
         svc, spawns = _crasher(h)
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             spec = ServiceSpec("crash", (svc,), restart_delay=0.01, crash_loop_limit=3)
             await sup.start(spec)
             await h.until(lambda: h.events[-1][1].status.phase is Phase.FAILED)
@@ -73,9 +70,8 @@ def test_crash_loop_fails_with_cause_and_stops_retrying(tmp_path: Path) -> None:
             await asyncio.sleep(0.3)
             assert len(spawns.read_text().split()) == 3
             assert h.events[-1][1] is last
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 def test_restart_never_and_clean_exit(tmp_path: Path) -> None:
@@ -83,8 +79,7 @@ def test_restart_never_and_clean_exit(tmp_path: Path) -> None:
         ok = h.script("ok.sh", "sleep 0.1\nexit 0\n")
         bad = h.script("bad.sh", "exit 4\n")
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             await sup.start(ServiceSpec("ok", (ok,), restart="on-failure"))
             await h.until(lambda: h.causes("ok")[-1:] == ["exited 0"])
             status = sup.status("ok")
@@ -97,9 +92,8 @@ def test_restart_never_and_clean_exit(tmp_path: Path) -> None:
             status = sup.status("bad")
             assert status is not None and status.phase is Phase.FAILED
             assert status.restarts == 0
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 def test_oneshot_is_ready_when_it_exits_zero(tmp_path: Path) -> None:
@@ -107,8 +101,7 @@ def test_oneshot_is_ready_when_it_exits_zero(tmp_path: Path) -> None:
         done = h.script("done.sh", "sleep 0.2\nexit 0\n")
         fail = h.script("fail.sh", "exit 2\n")
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             began = time.monotonic()
             status = await sup.start(ServiceSpec("done", (done,), readiness="exit"))
             assert time.monotonic() - began >= 0.2
@@ -116,9 +109,8 @@ def test_oneshot_is_ready_when_it_exits_zero(tmp_path: Path) -> None:
             spec = ServiceSpec("fail", (fail,), readiness="exit", restart="never")
             status = await sup.start(spec)
             assert status.phase is Phase.FAILED and not status.ready and status.exit_status == 2
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 def test_stop_timeout_kills_the_whole_group(tmp_path: Path) -> None:
@@ -132,8 +124,7 @@ def test_stop_timeout_kills_the_whole_group(tmp_path: Path) -> None:
             "while :; do sleep 1; done\n",
         )
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             status = await sup.start(ServiceSpec("stubborn", (svc,), stop_timeout=0.4))
             assert await poll(grandchild.exists)
             main, child = status.pid, int(grandchild.read_text())
@@ -145,9 +136,8 @@ def test_stop_timeout_kills_the_whole_group(tmp_path: Path) -> None:
             assert status.phase is Phase.STOPPED and status.exit_status == -9
             assert h.causes("stubborn")[-2:] == ["stop requested", "signal SIGKILL"]
             assert await poll(lambda: gone(main) and gone(child))
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 def test_stop_kills_leftovers_when_main_obeys(tmp_path: Path) -> None:
@@ -159,8 +149,7 @@ def test_stop_kills_leftovers_when_main_obeys(tmp_path: Path) -> None:
             "exec sleep 1000\n",
         )
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             await sup.start(ServiceSpec("leader", (svc,), stop_timeout=5))
             assert await poll(lambda: grandchild.exists() and grandchild.read_text().strip() != "")
             child = int(grandchild.read_text())
@@ -169,9 +158,8 @@ def test_stop_kills_leftovers_when_main_obeys(tmp_path: Path) -> None:
             assert time.monotonic() - began < 1
             assert status.exit_status == -15
             assert await poll(lambda: gone(child))
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 def test_reload_by_signal_and_by_command(tmp_path: Path) -> None:
@@ -182,8 +170,7 @@ def test_reload_by_signal_and_by_command(tmp_path: Path) -> None:
             f"trap 'echo hup >> {hups}' HUP\nwhile :; do sleep 0.05; done\n",
         )
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             status = await sup.start(ServiceSpec("sig", (svc,)))
             await asyncio.sleep(0.1)
             await sup.reload("sig")
@@ -206,16 +193,14 @@ def test_reload_by_signal_and_by_command(tmp_path: Path) -> None:
                 await sup.reload("cmd")
             with pytest.raises(ApplyError, match="not supervised"):
                 await sup.reload("nope")
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 def test_restart_and_spec_change_replace_the_process(tmp_path: Path) -> None:
     with Harness(tmp_path) as h:
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             first = await sup.start(ServiceSpec("s", ("sleep", "1000")))
             again = await sup.start(ServiceSpec("s", ("sleep", "1000")))
             assert again.pid == first.pid  # same spec: already running, nothing to do
@@ -225,9 +210,8 @@ def test_restart_and_spec_change_replace_the_process(tmp_path: Path) -> None:
             assert third.pid != second.pid and "spec changed" in h.causes("s")
             assert first.pid is not None and await poll(lambda: gone(first.pid or 0))
             await sup.stop("s")
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 def test_start_hook_runs_before_every_start(tmp_path: Path) -> None:
@@ -263,14 +247,12 @@ def test_start_hook_runs_before_every_start(tmp_path: Path) -> None:
 def test_missing_executable_fails_without_retry(tmp_path: Path) -> None:
     with Harness(tmp_path) as h:
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             status = await sup.start(ServiceSpec("ghost", (str(tmp_path / "nope"),)))
             assert status.phase is Phase.FAILED
             assert h.causes("ghost") == ["spawn failed: No such file or directory"]
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 @pytest.mark.parametrize(
@@ -323,8 +305,7 @@ def test_user_group_environment_and_directory(tmp_path: Path) -> None:
     with Harness(tmp_path) as h:
         shell = 'echo "$(id -u) $(id -g) $(pwd) $GREETING $HOME"'
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             spec = ServiceSpec(
                 "who",
                 ("/bin/sh", "-c", shell),
@@ -344,9 +325,8 @@ def test_user_group_environment_and_directory(tmp_path: Path) -> None:
             line = (h.logs / "who.log").read_text().split()
             gid = grp.getgrnam("nogroup").gr_gid
             assert line == [str(user.pw_uid), str(gid), "/tmp", "hi", user.pw_dir]
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 def test_double_forking_daemons_orphan_is_reaped(tmp_path: Path) -> None:
@@ -358,8 +338,7 @@ def test_double_forking_daemons_orphan_is_reaped(tmp_path: Path) -> None:
             "exec sleep 1000\n",
         )
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             await sup.start(ServiceSpec("daemon", (svc,)))
             assert await poll(orphan.exists)
             pid = int(orphan.read_text())
@@ -371,6 +350,5 @@ def test_double_forking_daemons_orphan_is_reaped(tmp_path: Path) -> None:
             status = sup.status("daemon")
             assert status is not None and status.phase is Phase.RUNNING
             await sup.stop("daemon")
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)

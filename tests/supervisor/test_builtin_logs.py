@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from undistro.supervisor import ServiceSpec
+from undistro.supervisor import BuiltinBackend, ServiceSpec
 from undistro.supervisor._logs import RotatingLog
 
 from .builtin_harness import Harness
@@ -22,14 +21,12 @@ def test_stdout_and_stderr_are_logged_and_rotated(tmp_path: Path) -> None:
             python=True,
         )
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             spec = ServiceSpec("chatty", (svc,), readiness="exit", log_max_bytes=4096, log_keep=2)
             await sup.start(spec)
             await sup.stop("chatty")  # flushes what the fifo still holds
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
         live = h.logs / "chatty.log"
         rotated = [h.logs / "chatty.log.1", h.logs / "chatty.log.2"]
         assert not (h.logs / "chatty.log.3").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from undistro.supervisor import Phase, ServiceSpec
+from undistro.supervisor import BuiltinBackend, Phase, ServiceSpec
 
 from .builtin_harness import Harness, gone, poll
 
@@ -24,8 +24,7 @@ def test_late_ready_is_starting_until_ready(tmp_path: Path) -> None:
             python=True,
         )
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             spec = ServiceSpec("late", (svc,), readiness="notify")
             began = time.monotonic()
             starting = asyncio.create_task(sup.start(spec))
@@ -42,9 +41,8 @@ def test_late_ready_is_starting_until_ready(tmp_path: Path) -> None:
             assert stats["phase"] == "running" and stats["readiness"] == "notify"
             assert stats["pid"] == status.pid and stats["uptime"] >= 0.5
             await sup.stop("late")
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 @pytest.mark.skipif(shutil.which("systemd-notify") is None, reason="needs Debian's systemd-notify")
@@ -58,8 +56,7 @@ def test_real_systemd_notify_ready_does_not_hang(tmp_path: Path) -> None:
             f"date +%s.%N > {stamp}.tmp; mv {stamp}.tmp {stamp}\nexec sleep 1000\n",
         )
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             began = time.time()
             status = await asyncio.wait_for(
                 sup.start(ServiceSpec("sdn", (svc,), readiness="notify")), 4
@@ -69,9 +66,8 @@ def test_real_systemd_notify_ready_does_not_hang(tmp_path: Path) -> None:
             # Unanswered, the barrier would hold systemd-notify for 5 s.
             assert float(stamp.read_text()) - began < 2.0
             await sup.stop("sdn")
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 def test_watchdog_miss_kills_and_restarts(tmp_path: Path) -> None:
@@ -86,8 +82,7 @@ def test_watchdog_miss_kills_and_restarts(tmp_path: Path) -> None:
             python=True,
         )
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             spec = ServiceSpec("wd", (svc,), readiness="notify", watchdog_sec=0.3)
             await sup.start(spec)
             await h.until(lambda: h.causes("wd").count("ready") >= 2, timeout=6)
@@ -97,9 +92,8 @@ def test_watchdog_miss_kills_and_restarts(tmp_path: Path) -> None:
             causes = h.causes("wd")
             assert any(c.startswith("watchdog timeout (signal SIGKILL)") for c in causes)
             await sup.stop("wd")
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 def test_forking_daemon_hands_over_with_mainpid(tmp_path: Path) -> None:
@@ -114,8 +108,7 @@ def test_forking_daemon_hands_over_with_mainpid(tmp_path: Path) -> None:
             python=True,
         )
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             spec = ServiceSpec("forking", (svc,), readiness="notify", restart="never")
             status = await sup.start(spec)
             launcher = h.events[0][1].status.pid
@@ -129,9 +122,8 @@ def test_forking_daemon_hands_over_with_mainpid(tmp_path: Path) -> None:
             await h.until(lambda: h.causes("forking")[-1] == "signal SIGKILL")
             final = sup.status("forking")
             assert final is not None and final.phase is Phase.FAILED and final.exit_status == -9
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
 
 
 def test_stopping_then_clean_exit_is_stopped_not_restarted(tmp_path: Path) -> None:
@@ -142,13 +134,11 @@ def test_stopping_then_clean_exit_is_stopped_not_restarted(tmp_path: Path) -> No
             python=True,
         )
 
-        async def body() -> None:
-            sup = h.backend()
+        async def body(sup: BuiltinBackend) -> None:
             await sup.start(ServiceSpec("quits", (svc,), readiness="notify"))
             await h.until(lambda: h.causes("quits")[-1:] == ["exited 0"])
             assert h.causes("quits") == ["spawned", "ready", "service is stopping", "exited 0"]
             status = sup.status("quits")
             assert status is not None and status.phase is Phase.STOPPED
-            await sup.close()
 
-        asyncio.run(body())
+        h.run(body)
