@@ -124,7 +124,9 @@ def _recipes_option(parser: argparse.ArgumentParser) -> None:
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default="/", help="put the store under DIR (staged install)")
-    parser.add_argument("--store", default=None, help="store directory (default /opt/undistro/store)")
+    parser.add_argument(
+        "--store", default=None, help="store directory (default /opt/undistro/store)"
+    )
 
 
 def _cache_options(parser: argparse.ArgumentParser) -> None:
@@ -180,8 +182,15 @@ def run_recipe_check(args: argparse.Namespace) -> int:
 
 
 def run_keg_build(args: argparse.Namespace) -> int:
-    from undistro.kegs import Builder, RecipeBook, SourceCache, detect, mirrors_from
-    from undistro.kegs import parse_request, resolve
+    from undistro.kegs import (
+        Builder,
+        RecipeBook,
+        SourceCache,
+        detect,
+        mirrors_from,
+        parse_request,
+        resolve,
+    )
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -211,7 +220,9 @@ def run_keg_list(args: argparse.Namespace) -> int:
     for path in store.entries():
         meta = store.meta(path)
         variants = " ".join(f"{k}={_show(v)}" for k, v in sorted(meta.variants.items()))
-        print(f"{meta.name:<16} {meta.version:<10} {path}" + (f"  [{variants}]" if variants else ""))
+        print(
+            f"{meta.name:<16} {meta.version:<10} {path}" + (f"  [{variants}]" if variants else "")
+        )
     return 0
 
 
@@ -266,4 +277,3 @@ def _cache_dir(args: argparse.Namespace, root: str) -> str:
 
 def _show(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
-

@@ -12,6 +12,7 @@ dot-named staging directory (removed on failure), never a store entry.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -37,6 +38,7 @@ from undistro.kegs._store import (
 )
 
 _BASE_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
+_STEP = "==> "  # marks each recipe command in the build log
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +160,9 @@ class Builder:
             commands = render(node.recipe.build, values, self.platform, node.variants, label)
             script = os.path.join(workdir, "build.sh")
             with open(script, "w", encoding="utf-8") as f:
-                f.write("set -ex\n" + "".join(f"{c}\n" for c in commands))
+                f.write("set -e\n")
+                for command in commands:
+                    f.write(f"printf '%s\\n' {shlex.quote(_STEP + command)}\n{command}\n")
             self._run(sandbox, ["/bin/sh", script], env, srcdir, log_path, label)
             output = os.path.join(staging, keg.path.lstrip("/"))
             if not os.path.isdir(output):
@@ -187,7 +191,9 @@ class Builder:
             top = os.path.join(top, entries[0])
         srcdir = os.path.join(top, node.recipe.build.subdir)
         if not os.path.isdir(srcdir):
-            raise BuildError(f"{node.name}: build.subdir {node.recipe.build.subdir!r} not in source")
+            raise BuildError(
+                f"{node.name}: build.subdir {node.recipe.build.subdir!r} not in source"
+            )
         return srcdir
 
     def _environment(
@@ -307,7 +313,9 @@ class Builder:
             os.close(fd)
 
 
-def _closure(name: str, planned: Mapping[str, PlannedKeg], *, include_build: bool) -> list[PlannedKeg]:
+def _closure(
+    name: str, planned: Mapping[str, PlannedKeg], *, include_build: bool
+) -> list[PlannedKeg]:
     """The dependencies a build of ``name`` sees: its direct build and run
     dependencies and, transitively, their run dependencies."""
     node = planned[name].node
@@ -327,8 +335,8 @@ def _last_command(log_path: str) -> str:
     try:
         with open(log_path, encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("+ "):
-                    last = line[2:].strip()
+                if line.startswith(_STEP):
+                    last = line[len(_STEP) :].strip()
     except OSError:
         pass
     return last if len(last) <= 120 else last[:117] + "..."

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import platform as _stdlib_platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 FAMILIES = ("debian", "redhat", "arch", "alpine", "suse", "gentoo")
 
@@ -27,30 +28,57 @@ class Platform:
         return {"os": self.os, "os_family": self.os_family, "arch": self.arch}
 
     @classmethod
-    def from_facts(cls, facts: Mapping[str, object]) -> Platform:
-        """Take the facts from a policy's fact table, filling gaps from the host."""
-        host = detect()
+    def from_facts(cls, facts: Mapping[str, Any], root: str = "/") -> Platform:
+        """From the node facts the policy sees (``facts.os.family``,
+        ``facts.arch``), so a ``when`` agrees with the policy's own view;
+        what they lack comes from ``root``'s os-release."""
+        host = detect(root)
+        os_facts = facts.get("os")
+        family = os_facts.get("family") if isinstance(os_facts, Mapping) else None
+        arch = facts.get("arch")
         return cls(
-            os=str(facts.get("os", host.os)),
-            os_family=str(facts.get("os_family", host.os_family)),
-            arch=str(facts.get("arch", host.arch)),
+            os=host.os,
+            os_family=family_of([str(family)]) if family else host.os_family,
+            arch=_normalise_arch(str(arch)) if arch else host.arch,
         )
 
 
 def detect(root: str = "/") -> Platform:
     """Read the facts of the machine (``/etc/os-release`` under ``root``)."""
     release = _os_release(os.path.join(root, "etc/os-release"))
-    ids = [release.get("ID", "")] + release.get("ID_LIKE", "").split()
-    family = next((i for i in ids if i in FAMILIES), None)
-    if family is None:
-        family = {"ubuntu": "debian", "fedora": "redhat", "centos": "redhat", "rhel": "redhat"}.get(
-            ids[0], ids[0] or "unknown"
-        )
-    return Platform(os=_stdlib_platform.system().lower(), os_family=family, arch=_machine())
+    ids = [release.get("ID", ""), *release.get("ID_LIKE", "").split()]
+    return Platform(
+        os=_stdlib_platform.system().lower(),
+        os_family=family_of(ids),
+        arch=_normalise_arch(_stdlib_platform.machine()),
+    )
 
 
-def _machine() -> str:
-    machine = _stdlib_platform.machine()
+def family_of(ids: Sequence[str]) -> str:
+    """``["rocky", "rhel", "centos", "fedora"]`` → ``redhat``: the first id
+    that names (or is known to belong to) a family, else the first id."""
+    for ident in ids:
+        family = ident if ident in FAMILIES else _MEMBERS.get(ident)
+        if family:
+            return family
+    return ids[0] if ids and ids[0] else "unknown"
+
+
+_MEMBERS = {
+    "ubuntu": "debian",
+    "raspbian": "debian",
+    "rhel": "redhat",
+    "fedora": "redhat",
+    "centos": "redhat",
+    "rocky": "redhat",
+    "almalinux": "redhat",
+    "archlinux": "arch",
+    "opensuse": "suse",
+    "sles": "suse",
+}
+
+
+def _normalise_arch(machine: str) -> str:
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+from resolvelib import AbstractProvider, BaseReporter, Resolver
+from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
+from resolvelib.structs import RequirementInformation
 
 from undistro.errors import RecipeError, ResolutionError, UsageError
 from undistro.kegs._platform import Platform
@@ -102,22 +104,18 @@ def parse_request(text: str, variants: Sequence[str] = ()) -> Requirement:
     return Requirement(name, spec, tuple(sorted(chosen.items())))
 
 
-def resolve(
-    requests: Iterable[Requirement], book: RecipeBook, platform: Platform
-) -> Resolution:
+def resolve(requests: Iterable[Requirement], book: RecipeBook, platform: Platform) -> Resolution:
     """Choose one version and variant set per needed package, or raise
     ResolutionError with the chains of requirements that collide."""
-    from resolvelib import BaseReporter, Resolver
-    from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
-
     requests = list(requests)
     provider = _Provider(book, platform)
     for req in requests:
         provider.required_by.setdefault(req.name, []).append((req, None))
     try:
-        result = Resolver(provider, BaseReporter()).resolve(requests, max_rounds=2000)
+        reporter: BaseReporter[Requirement, Candidate, str] = BaseReporter()
+        result = Resolver(provider, reporter).resolve(requests, max_rounds=2000)
     except ResolutionImpossible as exc:
-        raise ResolutionError(provider.explain(exc.causes)) from None
+        raise ResolutionError(provider.explain(list(exc.causes))) from None
     except ResolutionTooDeep:
         raise ResolutionError("gave up: the requirements need too much backtracking") from None
     nodes: dict[str, Resolved] = {}
@@ -135,7 +133,7 @@ def resolve(
     return Resolution(nodes, tuple(dict.fromkeys(r.name for r in requests)))
 
 
-class _Provider:
+class _Provider(AbstractProvider[Requirement, Candidate, str]):
     """The resolvelib provider protocol, over a RecipeBook."""
 
     def __init__(self, book: RecipeBook, platform: Platform) -> None:
@@ -146,11 +144,15 @@ class _Provider:
     def identify(self, requirement_or_candidate: Requirement | Candidate) -> str:
         return requirement_or_candidate.name
 
-    def get_preference(self, identifier: str, *args: Any, **kwargs: Any) -> str:
-        return identifier
-
-    def narrow_requirement_selection(self, identifiers: Iterable[str], *args: Any) -> Iterable[str]:
-        return identifiers
+    def get_preference(
+        self,
+        identifier: str,
+        resolutions: Mapping[str, Candidate],
+        candidates: Mapping[str, Iterator[Candidate]],
+        information: Mapping[str, Iterator[RequirementInformation[Requirement, Candidate]]],
+        backtrack_causes: Sequence[RequirementInformation[Requirement, Candidate]],
+    ) -> str:
+        return identifier  # deterministic: by name
 
     def find_matches(
         self,
@@ -189,7 +191,9 @@ class _Provider:
         recipe = self.book.get(candidate.name)
         for key, raw in requirement.variants:
             try:
-                if key not in recipe.variants or chosen.get(key) != recipe.variants[key].convert(raw):
+                if key not in recipe.variants or chosen.get(key) != recipe.variants[key].convert(
+                    raw
+                ):
                     return False
             except ValueError:
                 return False
@@ -214,15 +218,19 @@ class _Provider:
 
     # -- the plain-words story -------------------------------------------------
 
-    def explain(self, causes: Sequence[Any]) -> str:
+    def explain(self, causes: Sequence[RequirementInformation[Requirement, Candidate]]) -> str:
         names = list(dict.fromkeys(c.requirement.name for c in causes))
-        lines = [f"cannot choose a version of {' or '.join(names)} that satisfies every requirement:"]
+        lines = [
+            f"cannot choose a version of {' or '.join(names)} that satisfies every requirement:"
+        ]
         for cause in causes:
             wanted = cause.requirement.describe()
             if cause.parent is None:
                 lines.append(f"  you asked for {wanted}")
             else:
-                lines.append("  " + " → ".join(self._chain(cause.parent, set())) + f" needs {wanted}")
+                lines.append(
+                    "  " + " → ".join(self._chain(cause.parent, set())) + f" needs {wanted}"
+                )
         for name in names:
             try:
                 recipe = self.book.get(name)

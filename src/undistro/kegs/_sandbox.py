@@ -33,9 +33,7 @@ class Sandbox:
 
     def command(self, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
         """``argv`` to run in the sandbox with exactly ``env``."""
-        inner = "exec env -i " + " ".join(
-            shlex.quote(f"{k}={v}") for k, v in sorted(env.items())
-        )
+        inner = "exec env -i " + " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
         inner += " " + " ".join(shlex.quote(a) for a in argv)
         if not self.prefix:
             return ["/bin/sh", "-c", inner]
@@ -78,7 +76,9 @@ def make_sandbox(
         note = f"isolated: no network; {physical_store} mounted at {store_dir} (unshare)"
         return Sandbox(prefix, "\n".join(lines), True, note)
     why = "isolation disabled" if not isolate else "no usable unshare (network namespace)"
-    return Sandbox((), "", not relocated, f"NOT isolated ({why}): the build could reach the network")
+    return Sandbox(
+        (), "", not relocated, f"NOT isolated ({why}): the build could reach the network"
+    )
 
 
 def _bind_store(store_dir: str, physical_store: str, workdir: str) -> list[str] | None:

@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -34,7 +32,8 @@ _TIMEOUT = 30.0
 class Mirror(Protocol):
     """Somewhere a source archive may be found; raises OSError when not there."""
 
-    label: str
+    @property
+    def label(self) -> str: ...
 
     def open(self, source: Source) -> BinaryIO: ...
 
@@ -72,19 +71,18 @@ class UrlMirror:
 
 
 @dataclass(frozen=True, slots=True)
-class OriginMirror:
-    """The URLs the recipe itself names, in its order."""
+class OriginUrl:
+    """One of the URLs the recipe itself names (each tried on its own, so a
+    bad copy at one does not hide a good one at the next)."""
 
-    label: str = "the recipe's URLs"
+    url: str
+
+    @property
+    def label(self) -> str:
+        return self.url
 
     def open(self, source: Source) -> BinaryIO:
-        errors: list[str] = []
-        for url in source.urls:
-            try:
-                return open_url(url)
-            except OSError as exc:
-                errors.append(f"{url}: {_reason(exc)}")
-        raise OSError("; ".join(errors))
+        return open_url(self.url)
 
 
 def open_url(url: str) -> BinaryIO:
@@ -95,11 +93,13 @@ def open_url(url: str) -> BinaryIO:
         return open(path, "rb")
     if scheme not in ("http", "https"):
         raise OSError(f"unsupported URL scheme {scheme!r}")
+    from urllib import error, request  # ~15 ms with http.client and ssl: only to download
+
     try:
-        response: BinaryIO = urllib.request.urlopen(url, timeout=_TIMEOUT)
-    except urllib.error.HTTPError as exc:
+        response: BinaryIO = request.urlopen(url, timeout=_TIMEOUT)
+    except error.HTTPError as exc:
         raise OSError(f"HTTP {exc.code}") from None
-    except urllib.error.URLError as exc:
+    except error.URLError as exc:
         raise OSError(str(exc.reason)) from None
     return response
 
@@ -143,7 +143,9 @@ class SourceCache:
         try:
             actual = sha256_file(path)
         except FileNotFoundError:
-            raise SourceError(f"source {sha256[:12]}… is not in the cache {self.directory}") from None
+            raise SourceError(
+                f"source {sha256[:12]}… is not in the cache {self.directory}"
+            ) from None
         if actual != sha256:
             os.unlink(path)
             raise SourceError(f"cached source {sha256[:12]}… was corrupted on disk; removed it")
@@ -164,7 +166,9 @@ class SourceCache:
                 os.fsync(out.fileno())
             actual = digest.hexdigest()
             if expected is not None and actual != expected:
-                raise SourceError(f"SHA-256 mismatch: expected {expected[:12]}…, got {actual[:12]}…")
+                raise SourceError(
+                    f"SHA-256 mismatch: expected {expected[:12]}…, got {actual[:12]}…"
+                )
             os.chmod(tmp, 0o444)
             os.replace(tmp, self.path(actual))
             tmp = ""
@@ -190,7 +194,7 @@ class SourceCache:
             except SourceError:
                 pass
         failures: list[str] = []
-        for mirror in [*mirrors, OriginMirror()]:
+        for mirror in [*mirrors, *(OriginUrl(url) for url in source.urls)]:
             try:
                 with mirror.open(source) as stream:
                     self.add_stream(stream, source.sha256)
@@ -218,4 +222,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
-

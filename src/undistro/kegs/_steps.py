@@ -50,7 +50,9 @@ def substitute(text: str, values: Mapping[str, str], where: str) -> str:
     def one(match: object) -> str:
         key: str = match.group(1)  # type: ignore[attr-defined]
         if key not in values:
-            raise BuildError(f"{where}: {{{key}}} has no value here (a dependency skipped by when?)")
+            raise BuildError(
+                f"{where}: {{{key}}} has no value here (a dependency skipped by when?)"
+            )
         return values[key]
 
     parts = text.split("{{")

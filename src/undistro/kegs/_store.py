@@ -139,7 +139,9 @@ def scan_references(directory: str, candidates: Mapping[str, str]) -> set[str]:
     for path in _walk_files(directory):
         try:
             if os.path.islink(path):
-                found.update(m.group().decode() for m in pattern.finditer(os.readlink(path).encode()))
+                found.update(
+                    m.group().decode() for m in pattern.finditer(os.readlink(path).encode())
+                )
                 continue
             with open(path, "rb") as f:
                 tail = b""
@@ -189,18 +191,3 @@ def _walk_files(directory: str) -> Iterable[str]:
                 yield path
         for name in filenames:
             yield os.path.join(dirpath, name)
-
-
-def runtime_closure(store: Store, paths: Iterable[str]) -> list[str]:
-    """``paths`` and everything they refer to at run time, transitively
-    (from each keg's scanned references and declared run dependencies)."""
-    seen: dict[str, None] = {}
-    todo = list(paths)
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen[path] = None
-        meta = store.meta(path)
-        todo.extend(p for p in (*meta.references, *meta.run_deps) if p not in seen)
-    return sorted(seen)
