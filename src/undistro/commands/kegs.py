@@ -216,10 +216,12 @@ def run_keg_build(args: argparse.Namespace) -> int:
 
 
 def run_keg_list(args: argparse.Namespace) -> int:
+    from undistro.kegs._recipe import show_value
+
     store = _store(args)
     for path in store.entries():
         meta = store.meta(path)
-        variants = " ".join(f"{k}={_show(v)}" for k, v in sorted(meta.variants.items()))
+        variants = " ".join(f"{k}={show_value(v)}" for k, v in sorted(meta.variants.items()))
         print(
             f"{meta.name:<16} {meta.version:<10} {path}" + (f"  [{variants}]" if variants else "")
         )
@@ -273,7 +275,3 @@ def _cache_dir(args: argparse.Namespace, root: str) -> str:
     if args.cache:
         return str(args.cache)
     return os.path.join(root, DEFAULT_CACHE.lstrip("/"))
-
-
-def _show(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from undistro.errors import BuildError, SourceError
 from undistro.kegs._platform import Platform
+from undistro.kegs._recipe import show_value
 from undistro.kegs._resolve import Resolution, Resolved
 from undistro.kegs._sandbox import Sandbox, make_sandbox
 from undistro.kegs._sources import Mirror, SourceCache
@@ -219,7 +220,7 @@ class Builder:
             "name": node.name,
             "version": str(node.version),
         }
-        values.update({f"variants.{k}": _show(v) for k, v in node.variants.items()})
+        values.update({f"variants.{k}": show_value(v) for k, v in node.variants.items()})
         for dep in deps:
             values[f"deps.{dep.node.name}.prefix"] = seen(dep.path)
             values[f"deps.{dep.node.name}.version"] = str(dep.node.version)
@@ -346,7 +347,3 @@ def _remove_tree(path: str) -> None:
     if os.path.lexists(path):
         make_writable(path)
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _show(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)

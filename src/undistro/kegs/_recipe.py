@@ -49,7 +49,7 @@ class When:
 
     def describe(self) -> str:
         parts = [f"{k} in {'/'.join(v)}" for k, v in self.facts.items()]
-        parts += [f"variant {k}={_show(v)}" for k, v in self.variants.items()]
+        parts += [f"variant {k}={show_value(v)}" for k, v in self.variants.items()]
         return " and ".join(parts)
 
 
@@ -85,7 +85,7 @@ class Variant:
             raise ValueError(f"variant '{self.name}' is true or false, got {raw!r}")
         if isinstance(raw, bool) or raw not in self.values:
             raise ValueError(
-                f"variant '{self.name}' is one of {', '.join(self.values)}, got {_show(raw)}"
+                f"variant '{self.name}' is one of {', '.join(self.values)}, got {show_value(raw)}"
             )
         return raw
 
@@ -527,5 +527,6 @@ def _names(mapping: Mapping[str, Any]) -> str:
     return ", ".join(sorted(mapping)) or "none"
 
 
-def _show(value: object) -> str:
+def show_value(value: object) -> str:
+    """A variant value as recipes and command lines write it (``true``, ``O2``)."""
     return str(value).lower() if isinstance(value, bool) else str(value)

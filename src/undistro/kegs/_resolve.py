@@ -23,7 +23,14 @@ from resolvelib.structs import RequirementInformation
 
 from undistro.errors import RecipeError, ResolutionError, UsageError
 from undistro.kegs._platform import Platform
-from undistro.kegs._recipe import NAME_RE, Recipe, RecipeBook, VariantValue, parse_specifier
+from undistro.kegs._recipe import (
+    NAME_RE,
+    Recipe,
+    RecipeBook,
+    VariantValue,
+    parse_specifier,
+    show_value,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +42,7 @@ class Requirement:
     def describe(self) -> str:
         text = self.name + (f" {self.spec}" if str(self.spec) else "")
         if self.variants:
-            text += " with " + ", ".join(f"{k}={_show(v)}" for k, v in self.variants)
+            text += " with " + ", ".join(f"{k}={show_value(v)}" for k, v in self.variants)
         return text
 
 
@@ -253,7 +260,3 @@ class _Provider(AbstractProvider[Requirement, Candidate, str]):
                 head = self._chain(grand, seen)
                 return [*head[:-1], f"{head[-1]} needs {req.describe()}", parent.describe()]
         return [parent.describe()]
-
-
-def _show(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -180,3 +180,14 @@ def test_recipe_new_bad_input_writes_nothing(
     )
     assert "give --version" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_documented_example_is_a_valid_recipe(tmp_path: Path) -> None:
+    doc = (RECIPES.parents[1] / "docs" / "kegs.md").read_text()
+    example = doc.split("### Example", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    recipe = load_recipe(write(tmp_path, example, "pngcheck"))
+    assert recipe.default_variants() == {"static": False}
+    assert {(d.name, d.kind) for d in recipe.dependencies} == {
+        ("zlib", "run"),
+        ("libselinux", "build"),
+    }
