@@ -191,3 +191,19 @@ def test_the_documented_example_is_a_valid_recipe(tmp_path: Path) -> None:
         ("zlib", "run"),
         ("libselinux", "build"),
     }
+
+
+def test_recipe_new_finds_a_url_s_file_in_a_mirror_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["undistro.commands.kegs"])
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    sha = make_tarball(mirror / "knot-0.4.tar.gz", "knot-0.4", {"meson.build": "project('k')\n"})
+    url = "https://example.org/knot-0.4.tar.gz"
+    argv = ["recipe", "new", "knot", url, "--recipes", str(tmp_path / "r")]
+    assert cli.main([*argv, "--mirror", str(mirror), "--cache", str(tmp_path / "c")]) == 0
+    assert "sha256 left empty" not in capsys.readouterr().out
+    recipe = load_recipe(str(tmp_path / "r" / "knot.toml"))
+    assert recipe.source("0.4").sha256 == sha and recipe.source("0.4").urls == (url,)
+    assert recipe.build.system == "meson"
