@@ -111,7 +111,7 @@ def main() -> int:
             f"{deb} KiB ({keg_kib / deb:.2f}x) | {deb_dev} KiB ({keg_kib / deb_dev:.2f}x) |"
         )
     noop_ms = statistics.median(noop) * 1000
-    print(f"\nalready built (resolve + hash + store check): median {noop_ms:.0f} ms")
+    print(f"\nalready built (resolve + hash + store check): median {noop_ms:.1f} ms")
     return 0
 
 
