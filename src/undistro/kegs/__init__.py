@@ -46,6 +46,8 @@ _EXPORTS = {
     "keg_hash": "_store",
     "make_writable": "_store",
     "scan_references": "_store",
+    "store_lock": "_store",
+    "GC_LOCK": "_store",
 }
 
 if TYPE_CHECKING:
@@ -78,12 +80,14 @@ if TYPE_CHECKING:
     )
     from undistro.kegs._store import (
         DEFAULT_STORE,
+        GC_LOCK,
         META_NAME,
         KegMeta,
         Store,
         keg_hash,
         make_writable,
         scan_references,
+        store_lock,
     )
 
 
@@ -102,6 +106,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DEFAULT_STORE",
+    "GC_LOCK",
     "META_NAME",
     "BuildSpec",
     "Builder",
@@ -132,4 +137,5 @@ __all__ = [
     "resolve",
     "scan_references",
     "sha256_file",
+    "store_lock",
 ]

@@ -36,6 +36,7 @@ from undistro.kegs._store import (
     make_read_only,
     make_writable,
     scan_references,
+    store_lock,
 )
 
 _BASE_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
@@ -125,15 +126,16 @@ class Builder:
             if not keg.present:
                 self.cache.fetch(keg.node.recipe.source(keg.node.version), self.mirrors)
         out: dict[str, BuiltKeg] = {}
-        for name, keg in planned.items():
-            version = str(keg.node.version)
-            if self.store.exists(keg.path):
-                out[name] = BuiltKeg(name, version, keg.path, False, 0.0)
-                continue
-            self.progress(f"building {name} {version} → {keg.path}")
-            started = time.monotonic()
-            self._build_one(keg, planned)
-            out[name] = BuiltKeg(name, version, keg.path, True, time.monotonic() - started)
+        with store_lock(self.store.physical(self.store.directory), exclusive=False):
+            for name, keg in planned.items():
+                version = str(keg.node.version)
+                if self.store.exists(keg.path):
+                    out[name] = BuiltKeg(name, version, keg.path, False, 0.0)
+                    continue
+                self.progress(f"building {name} {version} → {keg.path}")
+                started = time.monotonic()
+                self._build_one(keg, planned)
+                out[name] = BuiltKeg(name, version, keg.path, True, time.monotonic() - started)
         return out
 
     def _build_one(self, keg: PlannedKeg, planned: Mapping[str, PlannedKeg]) -> None:

@@ -15,12 +15,14 @@ generations code reads it and nothing else.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,6 +30,7 @@ from undistro.errors import KegError
 
 DEFAULT_STORE = "/opt/undistro/store"
 META_NAME = ".keg.json"
+GC_LOCK = ".gc.lock"
 HASH_LEN = 32
 # Part of every hash: bump it when the builder changes what it produces.
 BUILDER_EPOCH = 1
@@ -124,6 +127,21 @@ class Store:
 
     def by_hash(self) -> dict[str, str]:
         return {os.path.basename(p)[:HASH_LEN]: p for p in self.entries()}
+
+
+@contextlib.contextmanager
+def store_lock(directory: str, *, exclusive: bool) -> Iterator[None]:
+    """Hold ``<store>/.gc.lock`` (``directory`` is the store on this disk):
+    shared while adding kegs, exclusive while collecting garbage — so a keg
+    just built, or a dependency a build links against, is never collected
+    under its feet. The generations side takes the same lock on the same file."""
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, GC_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
 
 
 def scan_references(directory: str, candidates: Mapping[str, str]) -> set[str]:

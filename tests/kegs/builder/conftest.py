@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from undistro.kegs import (
+    GC_LOCK,
     Builder,
     BuiltKeg,
     RecipeBook,
@@ -131,9 +132,11 @@ class Synthetic:
         return self.builder(**kwargs).build(resolution)
 
     def entries(self) -> list[str]:
-        """Everything in the store directory, dot-entries included."""
+        """Everything in the store directory but its gc lock: staging
+        (dot-named) directories included."""
         directory = self.store.physical(self.store.directory)
-        return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+        names = os.listdir(directory) if os.path.isdir(directory) else []
+        return sorted(n for n in names if n != GC_LOCK)
 
 
 @pytest.fixture

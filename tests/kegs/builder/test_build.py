@@ -9,6 +9,7 @@ import os
 import socket
 import struct
 import subprocess
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from undistro.kegs import (
     detect,
     parse_request,
     resolve,
+    store_lock,
 )
 
 from .conftest import RECIPES, BuiltStore, Synthetic, remove_store
@@ -302,6 +304,19 @@ def test_keg_cli_build_and_list(
         assert cli.main(["keg", "build", "soup@>>1", *common]) == 2
         assert cli.main(["keg", "build", "soup", "--variant", "flavour=mild", *common]) == 1
         assert "variant 'flavour' is one of plain, spicy, got mild" in capsys.readouterr().err
-        assert len(os.listdir(root / "opt/undistro/store")) == 1
+        assert len(Store(root=str(root)).entries()) == 1
     finally:
         remove_store(str(root / "opt/undistro/store"))
+
+
+def test_a_build_waits_while_the_store_is_being_collected(synthetic: Synthetic) -> None:
+    synthetic.package("soup", FLAVOURS)
+    store_dir = synthetic.store.physical(synthetic.store.directory)
+    done: list[str] = []
+    with store_lock(store_dir, exclusive=True):  # what gc holds
+        worker = threading.Thread(target=lambda: done.append(synthetic.build("soup")["soup"].path))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and synthetic.store.entries() == []
+    worker.join(30)
+    assert done and synthetic.store.entries() == done
