@@ -67,7 +67,7 @@ def register(sub: Any) -> None:
     check.add_argument("directory", nargs="?", default="recipes", help="(default: ./recipes)")
     check.set_defaults(func=run_recipe_check)
 
-    keg = command_group(sub, "keg", "build and list kegs", "Build kegs into the store, list them.")
+    keg = command_group(sub, "keg", "build, list, pack and install kegs", "Kegs and artifacts.")
     build = _parser(keg, "build", "resolve, fetch and build kegs into the store", KEG_EPILOG)
     build.add_argument("requests", nargs="+", metavar="NAME[@SPEC]")
     build.add_argument(

@@ -101,6 +101,8 @@ class Builder:
             recipe_hash = node.recipe.recipe_hash(node.version)
             source = node.recipe.source(node.version)
             inputs = {
+                # the prefix is compiled in: another store is another build
+                "store": self.store.directory,
                 "name": node.name,
                 "version": str(node.version),
                 "recipe": recipe_hash,

@@ -320,3 +320,12 @@ def test_a_build_waits_while_the_store_is_being_collected(synthetic: Synthetic) 
         assert worker.is_alive() and synthetic.store.entries() == []
     worker.join(30)
     assert done and synthetic.store.entries() == done
+
+
+def test_the_store_directory_is_part_of_the_hash(synthetic: Synthetic, tmp_path: Path) -> None:
+    synthetic.package("soup", FLAVOURS)
+    book = RecipeBook([str(synthetic.recipes)])
+    resolution = resolve([parse_request("soup")], book, detect())
+    here = synthetic.builder().plan(resolution)["soup"]
+    other = Builder(Store(str(tmp_path / "elsewhere")), synthetic.cache, detect()).plan(resolution)
+    assert os.path.basename(here.path) != os.path.basename(other["soup"].path)
