@@ -67,8 +67,7 @@ class KegState:
     want_version: str
     built: bool  # want is in the store
     to_build: tuple[str, ...]  # store paths of missing kegs, dependencies first
-    current: tuple[str, ...]  # the current generation, final paths
-    same_name: tuple[str, ...]  # entries of current that are builds of this package
+    same_name: tuple[str, ...]  # builds of this package in the current generation
     plan: Any = None  # the builder's plan, handed to the build action
 
 
@@ -131,7 +130,7 @@ class Keg(Resource):
         current = tuple(_final(ctx, p) for p in self._profile(ctx).current())
         same = tuple(p for p in current if _package_of(store, p) == self.package)
         if self.values["ensure"] == "absent":
-            return KegState(self.package, None, "", False, (), current, same)
+            return KegState(self.package, None, "", False, (), same)
         platform = Platform.from_facts(ctx.facts, ctx.root)
         variants = [f"{k}={v}" for k, v in self.values["variants"].items()]
         request = parse_request(f"{self.package}@{self.values['version']}", variants)
@@ -151,7 +150,6 @@ class Keg(Resource):
             want_version=str(want.node.version),
             built=want.present,
             to_build=tuple(k.path for k in planned.values() if not k.present),
-            current=current,
             same_name=same,
             plan=(builder, resolution),
         )
@@ -162,24 +160,23 @@ class Keg(Resource):
         if state.want is None:
             if not state.same_name:
                 return []
-            rest = tuple(p for p in state.current if p not in state.same_name)
-            return [Switch(self._profile_dir(), rest, state.same_name, (), self.values["store"])]
+            return [self._switch(state, None)]
         if state.same_name == (state.want,):
             return []
         actions: list[Action] = []
         if state.to_build:
             actions.append(Build(state.name, state.want_version, state.to_build, state.plan))
-        rest = tuple(p for p in state.current if p not in state.same_name)
-        actions.append(
-            Switch(
-                self._profile_dir(),
-                (*rest, state.want),
-                state.same_name,
-                (state.want,),
-                self.values["store"],
-            )
-        )
+        actions.append(self._switch(state, state.want))
         return actions
+
+    def _switch(self, state: KegState, add: str | None) -> Switch:
+        return Switch(
+            self._profile_dir(),
+            self.package,
+            add,
+            self.values["store"],
+            removed=state.same_name,
+        )
 
     def describe(self, state: KegState) -> str | None:
         if not state.same_name:
@@ -215,28 +212,43 @@ class Build(Action):
 
 
 class Switch(Action):
-    """Make a generation of ``kegs`` and make it current, in one rename."""
+    """Replace one package's entry in the profile: a new generation of the
+    current one with every build of ``package`` taken out and ``add`` (if
+    any) put in, made current in one rename.
+
+    The set is read from the profile when the action runs, not when it was
+    planned: several ``[[keg]]`` resources repaired in one run each build on
+    the generation the previous one made, so none drops another's keg.
+    """
 
     def __init__(
         self,
         profile: str,
-        kegs: Sequence[str],
-        removed: Sequence[str],
-        added: Sequence[str],
+        package: str,
+        add: str | None,
         store: str,
+        *,
+        removed: Sequence[str] = (),
     ) -> None:
         self.profile = profile
-        self.kegs = tuple(kegs)
+        self.package = package
+        self.add = add
         self.store = store
         changes = [f"-{os.path.basename(p)}" for p in removed]
-        changes += [f"+{os.path.basename(p)}" for p in added]
+        changes += [f"+{os.path.basename(add)}"] if add else []
         self.summary = f"switch {profile} to a new generation: {' '.join(changes)}"
 
     def execute(self, ctx: Context) -> str | None:
+        from undistro.kegs import Store
         from undistro.kegs.generations import Profile  # type: ignore[import-not-found,unused-ignore]
 
         profile = Profile(ctx.path(self.profile), root=ctx.root)
-        number = profile.build_and_switch([ctx.path(p) for p in self.kegs])
+        store = Store(self.store, ctx.root)
+        current = [_final(ctx, p) for p in profile.current()]
+        kegs = [p for p in current if _package_of(store, p) != self.package]
+        if self.add is not None:
+            kegs.append(self.add)
+        number = profile.build_and_switch([ctx.path(p) for p in kegs])
         return f"generation {number} is current"
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from undistro import cli
 from undistro.errors import ValidationError
+from undistro.kegs import Store
 from undistro.resources import resource_class
 from undistro.resources.keg import Build, Keg, KegState, Switch
 
@@ -34,10 +35,9 @@ def state(
     *,
     built: bool = True,
     to_build: tuple[str, ...] = (),
-    current: tuple[str, ...] = (),
     same: tuple[str, ...] = (),
 ) -> KegState:
-    return KegState("lua", want, "5.4.4", built, to_build, current, same, plan=("builder", "res"))
+    return KegState("lua", want, "5.4.4", built, to_build, same, plan=("builder", "res"))
 
 
 def summaries(actions: list[object]) -> list[tuple[str, str]]:
@@ -61,9 +61,9 @@ def test_registered_and_validated() -> None:
 
 
 PLANS = [
-    pytest.param(state(LUA54, current=(HELLO, LUA54), same=(LUA54,)), [], id="kept"),
+    pytest.param(state(LUA54, same=(LUA54,)), [], id="kept"),
     pytest.param(
-        state(LUA54, current=(HELLO,)),
+        state(LUA54),
         [
             (
                 "Switch",
@@ -84,7 +84,7 @@ PLANS = [
         id="build-then-switch",
     ),
     pytest.param(
-        state(LUA54, current=(HELLO, LUA53), same=(LUA53,)),
+        state(LUA54, same=(LUA53,)),
         [
             (
                 "Switch",
@@ -95,7 +95,7 @@ PLANS = [
         id="upgrade-replaces-the-old-build",
     ),
     pytest.param(
-        state(LUA54, current=(LUA53, LUA54), same=(LUA53, LUA54)),
+        state(LUA54, same=(LUA53, LUA54)),
         [
             (
                 "Switch",
@@ -113,20 +113,18 @@ def test_plan_is_a_pure_table(probed: KegState, expected: list[tuple[str, str]])
     assert summaries(keg().plan(probed)) == expected
 
 
-def test_plan_switches_to_the_whole_new_set() -> None:
-    actions = keg().plan(
-        state(LUA54, built=False, to_build=(LUA54,), current=(HELLO, LUA53), same=(LUA53,))
-    )
-    build, switch = actions
+def test_plan_builds_then_replaces_this_package_only() -> None:
+    build, switch = keg().plan(state(LUA54, built=False, to_build=(LUA54,), same=(LUA53,)))
     assert isinstance(build, Build) and build.paths == (LUA54,)
-    assert isinstance(switch, Switch) and switch.kegs == (HELLO, LUA54)
+    assert isinstance(switch, Switch)
+    assert (switch.package, switch.add) == ("lua", LUA54)
 
 
 def test_absent_takes_the_package_out() -> None:
     absent = keg(ensure="absent")
-    assert absent.plan(state(None, current=(HELLO,))) == []
-    (switch,) = absent.plan(state(None, current=(HELLO, LUA53), same=(LUA53,)))
-    assert isinstance(switch, Switch) and switch.kegs == (HELLO,)
+    assert absent.plan(state(None)) == []
+    (switch,) = absent.plan(state(None, same=(LUA53,)))
+    assert isinstance(switch, Switch) and (switch.package, switch.add) == ("lua", None)
     assert switch.summary.endswith(f"-{LUA53[20:]}")
 
 
@@ -165,32 +163,38 @@ def test_apply_builds_and_switches_then_is_kept(
     pytest.importorskip("undistro.commands.core", reason="the core commands are not here")
     monkeypatch.setattr(cli, "COMMAND_MODULES", ["undistro.commands.core"])
     synthetic.package("soup", SOUP)
+    synthetic.package("salad", SOUP.replace("/soup", "/salad"))
     policy, root = tmp_path / "policy", tmp_path / "root"
     (policy / "policy").mkdir(parents=True)
     root.mkdir()
     (policy / "undistro.toml").write_text('name = "kegs"\n')
+    where = f'recipes = "{synthetic.recipes}"\ncache = "{synthetic.cache.directory}"\n'
 
-    def want(spicy: bool) -> None:
+    def want(spicy: bool, salad: str = "present") -> None:
         (policy / "policy" / "kegs.toml").write_text(
-            f'[[keg]]\nname = "soup"\nrecipes = "{synthetic.recipes}"\n'
-            f'cache = "{synthetic.cache.directory}"\n'
-            f"variants = {{ spicy = {str(spicy).lower()} }}\n"
+            f'[[keg]]\nname = "soup"\n{where}variants = {{ spicy = {str(spicy).lower()} }}\n'
+            f'[[keg]]\nname = "salad"\n{where}ensure = "{salad}"\n'
         )
 
     def apply() -> str:
         assert cli.main(["apply", str(policy), "--root", str(root)]) == 0, capsys.readouterr()
         return capsys.readouterr().out
 
-    profile = root / "var/lib/undistro/profiles/default"
+    def run(program: str) -> str:
+        path = root / "var/lib/undistro/profiles/default/current/bin" / program
+        return os.popen(str(path)).read() if path.exists() else "(none)"
+
     try:
-        want(False)
-        assert "1 repaired" in apply()
-        assert os.popen(f"{profile}/current/bin/soup").read() == "soup 1.0 spicy=false\n"
-        assert "1 kept, 0 repaired" in apply()  # the paired run finds it kept
-        want(True)  # a new variant: a new store path and one new generation
-        assert "1 repaired" in apply()
-        assert os.popen(f"{profile}/current/bin/soup").read() == "soup 1.0 spicy=true\n"
-        kegs = [e for e in os.listdir(root / "opt/undistro/store") if not e.startswith(".")]
-        assert len(kegs) == 2
+        want(spicy=False)
+        assert "2 repaired" in apply()
+        assert (run("soup"), run("salad")) == ("soup 1.0 spicy=false\n", "salad 1.0 spicy=false\n")
+        assert "2 kept, 0 repaired" in apply()  # the paired run finds them kept
+        want(spicy=True)  # a new variant: a new store path; salad stays in the profile
+        assert "1 kept, 1 repaired" in apply()
+        assert (run("soup"), run("salad")) == ("soup 1.0 spicy=true\n", "salad 1.0 spicy=false\n")
+        want(spicy=True, salad="absent")
+        assert "1 kept, 1 repaired" in apply()
+        assert (run("soup"), run("salad")) == ("soup 1.0 spicy=true\n", "(none)")
+        assert len(Store(root=str(root)).entries()) == 3  # gc decides when the rest goes
     finally:
         remove_store(str(root / "opt/undistro/store"))
