@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -329,3 +330,39 @@ def test_the_store_directory_is_part_of_the_hash(synthetic: Synthetic, tmp_path:
     here = synthetic.builder().plan(resolution)["soup"]
     other = Builder(Store(str(tmp_path / "elsewhere")), synthetic.cache, detect()).plan(resolution)
     assert os.path.basename(here.path) != os.path.basename(other["soup"].path)
+
+
+HELLO_C = '#include <stdio.h>\nint main(void) { puts("hi from " WHO); return 0; }\n'
+
+
+@pytest.mark.parametrize(
+    ("system", "files", "args"),
+    [
+        (
+            "cmake",
+            {
+                "CMakeLists.txt": "cmake_minimum_required(VERSION 3.10)\nproject(hi C)\n"
+                "add_executable(hi hi.c)\ninstall(TARGETS hi DESTINATION bin)\n",
+                "hi.c": HELLO_C,
+            },
+            'configure_args = ["-DCMAKE_C_FLAGS=-DWHO=\\\\\\"cmake\\\\\\""]',
+        ),
+        (
+            "make",
+            {
+                "Makefile": "hi: hi.c\n\t$(CC) $(CFLAGS) -DWHO='\"make\"' -o hi hi.c\n"
+                "install: hi\n\tinstall -Dm755 hi $(DESTDIR)$(PREFIX)/bin/hi\n",
+                "hi.c": HELLO_C,
+            },
+            "",
+        ),
+    ],
+)
+def test_build_system_templates(
+    synthetic: Synthetic, system: str, files: dict[str, str], args: str
+) -> None:
+    if shutil.which(system) is None:
+        pytest.skip(f"{system} is not installed")
+    synthetic.package("hi", f'[build]\nsystem = "{system}"\n{args}\n', files=files)
+    path = synthetic.build("hi")["hi"].path
+    assert run(f"{path}/bin/hi") == f"hi from {system}\n"
