@@ -239,7 +239,7 @@ class RecipeBook:
 # -- parsing -----------------------------------------------------------------
 
 
-class _FieldError(Exception):
+class _FieldError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         self.message = message

@@ -77,15 +77,22 @@ class Resolution:
     roots: tuple[str, ...]
 
     def order(self) -> list[Resolved]:
-        """Dependencies before dependents (a stable topological order)."""
+        """Dependencies before dependents (a stable topological order);
+        ResolutionError names a cycle, which no build order can satisfy."""
         done: dict[str, Resolved] = {}
+        path: list[str] = []
 
         def visit(name: str) -> None:
             if name in done:
                 return
+            if name in path:
+                cycle = " → ".join([*path[path.index(name) :], name])
+                raise ResolutionError(f"dependency cycle: {cycle}")
+            path.append(name)
             node = self.nodes[name]
             for dep in sorted({*node.build_deps, *node.run_deps}):
                 visit(dep)
+            path.pop()
             done[name] = node
 
         for name in sorted(self.nodes):
@@ -100,7 +107,7 @@ def parse_request(text: str, variants: Sequence[str] = ()) -> Requirement:
         raise UsageError(f"not a package name: {name!r} (expected NAME or NAME@VERSION)")
     try:
         spec = parse_specifier(spec_text, "version")
-    except Exception as exc:
+    except ValueError as exc:
         raise UsageError(f"{text}: {getattr(exc, 'message', exc)}") from None
     chosen: dict[str, VariantValue] = {}
     for item in variants:

@@ -143,3 +143,11 @@ def test_bad_requests_are_usage_errors(text: str) -> None:
         parse_request(text)
     with pytest.raises(UsageError, match="expected NAME=VALUE"):
         parse_request("lua", ["static"])
+
+
+def test_a_dependency_cycle_is_named(tmp_path: Path) -> None:
+    recipe(tmp_path, "egg", ["1.0"], '[dependencies.build]\nhen = "*"\n')
+    recipe(tmp_path, "hen", ["1.0"], '[dependencies.run]\negg = "*"\n')
+    resolution = resolve([parse_request("egg")], RecipeBook([str(tmp_path)]), DEBIAN)
+    with pytest.raises(ResolutionError, match="dependency cycle: egg → hen → egg"):
+        resolution.order()
