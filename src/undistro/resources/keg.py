@@ -104,13 +104,17 @@ class Keg(Resource):
         return str(self.values.get("package", self.name))
 
     def validate(self) -> None:
-        from undistro.errors import UsageError
-        from undistro.kegs import parse_request
+        from undistro.errors import KegError, UsageError
+        from undistro.kegs import Store, parse_request
 
         try:
             parse_request(f"{self.package}@{self.values['version']}")
         except UsageError as exc:
             raise ValidationError("version", str(exc)) from None
+        try:
+            Store(self.values["store"])
+        except KegError as exc:
+            raise ValidationError("store", str(exc)) from None
 
     # -- probe: resolve and hash, read the profile; builds nothing ---------------
 

@@ -53,6 +53,7 @@ def test_registered_and_validated() -> None:
         ({"variants": ["static"]}, "variants"),
         ({"ensure": "latest"}, "ensure"),
         ({"colour": "blue"}, "colour"),
+        ({"store": "/opt/my store"}, "store"),
     ]
     for table, field in bad:
         with pytest.raises(ValidationError) as info:
