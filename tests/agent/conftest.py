@@ -43,7 +43,7 @@ def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "") 
         time.sleep(0.01)
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": SRC}
     return subprocess.run(
         [sys.executable, "-m", "undistro.cli", *args],

@@ -9,7 +9,7 @@ import sys
 
 import undistro.agent
 from tests._drift import replace
-from tests.agent.conftest import SRC, AgentProc, cli, wait_until, write_policy
+from tests.agent.conftest import SRC, AgentProc, run_cli, wait_until, write_policy
 
 FILES = {"/etc/motd": "hello\n"}
 
@@ -45,12 +45,12 @@ def test_socket_is_private(agent: AgentProc) -> None:
 def test_status_with_and_without_an_agent(agent: AgentProc) -> None:
     write_policy(agent.policy, FILES)
     agent.start()
-    out = cli("status", "--root", str(agent.root), "--all")
+    out = run_cli("status", "--root", str(agent.root), "--all")
     assert out.returncode == 0, out.stderr
     assert f"agent pid {agent.pid}" in out.stdout
     assert "1 resources" in out.stdout and "file:/etc/motd" in out.stdout
     assert agent.terminate() == 0
-    out = cli("status", "--root", str(agent.root))
+    out = run_cli("status", "--root", str(agent.root))
     assert out.returncode == 0, out.stderr
     assert "no agent runs" in out.stdout and "file:/etc/motd" in out.stdout
 
@@ -59,7 +59,7 @@ def test_apply_goes_through_the_running_agent(agent: AgentProc) -> None:
     write_policy(agent.policy, FILES)
     agent.start()
     before = agent.status()
-    out = cli("apply", str(agent.policy), "--root", str(agent.root))
+    out = run_cli("apply", str(agent.policy), "--root", str(agent.root))
     assert out.returncode == 0, out.stderr
     assert "1 resources checked — 1 kept" in out.stdout
     after = agent.status()
@@ -75,7 +75,7 @@ def test_apply_of_another_policy_is_refused_while_an_agent_runs(agent: AgentProc
     agent.start()
     other = tmp_path / "other"
     write_policy(other, {"/etc/other": "x"})
-    out = cli("apply", str(other), "--root", str(agent.root))
+    out = run_cli("apply", str(other), "--root", str(agent.root))
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "the agent runs policy" in out.stderr
     assert not agent.path("/etc/other").exists()
@@ -84,18 +84,18 @@ def test_apply_of_another_policy_is_refused_while_an_agent_runs(agent: AgentProc
 def test_reload_reports_acceptance_and_rejection(agent: AgentProc) -> None:
     write_policy(agent.policy, FILES)
     agent.start()
-    out = cli("reload", "--root", str(agent.root))
+    out = run_cli("reload", "--root", str(agent.root))
     assert out.returncode == 0 and "1 resources" in out.stdout, out.stderr
     main = agent.policy / "policy" / "main.toml"
     replace(main, main.read_text() + "\n[[file]]\npath = 'relative'\n")
-    out = cli("reload", "--root", str(agent.root))
+    out = run_cli("reload", "--root", str(agent.root))
     assert out.returncode == 2
     assert "path" in out.stderr and "absolute" in out.stderr
     assert agent.status()["policy"]["resources"] == 1
 
 
 def test_reload_without_an_agent_fails_in_one_line(tmp_path) -> None:
-    out = cli("reload", "--root", str(tmp_path))
+    out = run_cli("reload", "--root", str(tmp_path))
     assert out.returncode == 1
     assert out.stderr.startswith("undistro: no agent runs") and out.stderr.count("\n") == 1
 
@@ -104,14 +104,14 @@ def test_invalid_policy_at_start_changes_nothing(agent: AgentProc) -> None:
     write_policy(agent.policy, {"/etc/motd": "x", "/etc/issue": "y"})
     main = agent.policy / "policy" / "main.toml"
     main.write_text(main.read_text().replace('"0644"', '"0999"', 1))
-    out = cli("agent", str(agent.policy), "--root", str(agent.root), timeout=30)
+    out = run_cli("agent", str(agent.policy), "--root", str(agent.root), timeout=30)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "mode" in out.stderr
     assert os.listdir(agent.root) == []
 
 
 def test_missing_policy_dir_is_one_line(tmp_path) -> None:
-    out = cli("agent", str(tmp_path / "nope"), "--root", str(tmp_path), timeout=30)
+    out = run_cli("agent", str(tmp_path / "nope"), "--root", str(tmp_path), timeout=30)
     assert out.returncode == 2
     assert "policy directory not found" in out.stderr and out.stderr.count("\n") == 1
 
