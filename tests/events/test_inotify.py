@@ -167,3 +167,39 @@ def test_settled_mask_ignores_half_written_files(tmp_path: Path, watcher) -> Non
     assert not select.select([watcher.fileno()], [], [], 0.1)[0] or not watcher.read()
     os.close(fd)
     assert _read(watcher).changed["policy"].startswith("close_write")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to 'nobody'")
+def test_refused_watch_is_reported_not_ignored() -> None:
+    """The kernel refuses a watch on a directory we may not read: the key
+    comes back as a failure (the agent then checks and journals it)."""
+    import json
+    import shutil
+    import tempfile
+
+    top = tempfile.mkdtemp(prefix="undistro-refused-")
+    os.chmod(top, 0o755)
+    secret = os.path.join(top, "secret")
+    os.mkdir(secret, 0o700)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # as nobody, which may see 'secret' but not read it
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            w = PathWatcher()
+            w.declare("file:/x", [Watch("path", os.path.join(secret, "x"))])
+            os.write(write_fd, json.dumps([w.sync(), w.stats()["unwatched_keys"]]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        os.close(write_fd)
+        with os.fdopen(read_fd) as pipe:
+            failures, unwatched = json.loads(pipe.read())
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        shutil.rmtree(top)
+    assert failures == {"file:/x": f"cannot watch {secret}: Permission denied"}
+    assert unwatched == 1

@@ -154,12 +154,16 @@ class Converger:
         assert self._engine is not None
         return self._engine.run(None, cause=cause)
 
-    def journal_agent(self, outcome: str, cause: str, *, error: str | None = None) -> None:
-        """Record something the agent did or refused (not a resource's repair)."""
-        entry = JournalEntry(
-            time.time(), new_run_id(), AGENT_RESOURCE, outcome, cause, (), error=error
+    def journal_agent(self, outcome: str, *causes: str, error: str | None = None) -> None:
+        """Record what the agent itself did or refused (not a resource's
+        repair): one entry per cause, in one transaction."""
+        run, now = new_run_id(), time.time()
+        self.store.commit(
+            journal=[
+                JournalEntry(now, run, AGENT_RESOURCE, outcome, cause, (), error=error)
+                for cause in causes
+            ]
         )
-        self.store.commit(journal=[entry])
 
     def close(self) -> None:
         self.store.close()

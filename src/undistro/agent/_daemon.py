@@ -90,6 +90,10 @@ class Agent:
         """Serve until SIGTERM/SIGINT; return the exit status (0: clean)."""
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        # Handlers first: a SIGTERM during a long start-up converge is then
+        # a clean exit once that converge is done, not a kill in the middle.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
         policy = self.converger.load()
         self._log(f"policy {policy.dir}: {len(policy.resources)} resources")
         # Watches first, converge second: a change made while converging is
@@ -102,8 +106,6 @@ class Agent:
         self._on_inotify()
         await self._control.start()
         loop.add_reader(self.watcher.fileno(), self._on_inotify)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload, "SIGHUP")
         if self.audit_every:
             loop.call_later(self.audit_every, self._audit)
@@ -147,8 +149,8 @@ class Agent:
             return
         if batch.rescan:
             self._counts["rescans"] += 1
-            for key, reason in sorted(batch.rescan.items()):
-                self.converger.journal_agent("rescan", f"watch lost ({reason}): {key}")
+            lost = [f"watch lost ({why}): {key}" for key, why in sorted(batch.rescan.items())]
+            self.converger.journal_agent("rescan", *lost)
         causes = {**batch.rescan, **batch.changed}
         self._converge(set(causes), causes, "inotify")
         self._sync_watches()
@@ -217,9 +219,12 @@ class Agent:
         if not failures:
             return
         self._counts["rescans"] += 1
-        for key, reason in sorted(failures.items()):
-            self._log(f"{reason}: {key} is checked now but not watched")
-            self.converger.journal_agent("unwatched", f"{reason}: {key}")
+        lines = [f"{reason}: {key}" for key, reason in sorted(failures.items())]
+        for line in lines[:10]:
+            self._log(f"{line} is checked now but not watched")
+        if len(lines) > 10:
+            self._log(f"... and {len(lines) - 10} more resources not watched")
+        self.converger.journal_agent("unwatched", *lines)
         self._converge(set(failures) - {POLICY_KEY, POLICY_DIRS_KEY}, failures, "watch failed")
 
     # -- converging -----------------------------------------------------------
