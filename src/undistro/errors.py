@@ -51,3 +51,17 @@ class UsageError(UndistroError, ValueError):
     """The command line asks for something that cannot be done."""
 
     exit_code = 2
+
+
+class KegError(UndistroError, RuntimeError):
+    """A keg cannot be built, found, installed or put into a generation."""
+
+
+class ArtifactError(KegError, ValueError):
+    """An artifact or its manifest was refused: bad signature, untrusted key,
+    wrong hash or an unsafe tarball. Nothing entered the store."""
+
+
+class GenerationError(KegError):
+    """A profile generation cannot be built, switched or found; the current
+    generation is unchanged."""

@@ -1,0 +1,142 @@
+"""Garbage collection: a store path lives while a kept generation reaches it.
+
+The roots are the generations kept in every profile — the last K of each
+and always the current one. Everything in their runtime closures (declared
+``run_deps`` and store hashes found in the files) stays; every other keg in
+the store goes. Generations that are not kept are deleted first, so no
+generation is ever left pointing at a removed path.
+
+Adding to the store and collecting it must not interleave (a keg installed
+but not yet in a generation would look like garbage): both take
+``<store>/.gc.lock`` — adders shared, the collector exclusive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from undistro.errors import GenerationError, KegError
+from undistro.kegs._closure import closure, store_kegs
+from undistro.kegs._generations import Profile
+
+_TRASH = ".gc-"
+
+
+@dataclass(slots=True)
+class GcReport:
+    """What a collection removed (or, with ``dry_run``, would remove)."""
+
+    generations: dict[str, list[int]] = field(default_factory=dict)
+    """Profile directory → generation numbers deleted."""
+    removed: list[str] = field(default_factory=list)
+    """Store base names deleted."""
+    kept: list[str] = field(default_factory=list)
+    """Store base names still referenced."""
+    freed_bytes: int = 0
+
+
+@contextlib.contextmanager
+def store_lock(store: str, *, exclusive: bool) -> Iterator[None]:
+    """Hold the store's gc lock: shared to add kegs, exclusive to collect."""
+    os.makedirs(store, exist_ok=True)
+    fd = os.open(os.path.join(store, ".gc.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def profiles_in(profiles_dir: str, *, root: str | None = None) -> list[Profile]:
+    """Every profile under ``profiles_dir`` (one directory each)."""
+    try:
+        names = sorted(os.listdir(profiles_dir))
+    except FileNotFoundError:
+        return []
+    return [
+        Profile(os.path.join(profiles_dir, n), root=root)
+        for n in names
+        if not n.startswith(".") and os.path.isdir(os.path.join(profiles_dir, n))
+    ]
+
+
+def collect_garbage(
+    store: str,
+    profiles: Sequence[Profile],
+    *,
+    keep_last: int | None = None,
+    dry_run: bool = False,
+) -> GcReport:
+    """Delete unkept generations, then every store path no kept one reaches.
+
+    ``keep_last=None`` keeps every generation; ``keep_last=K`` keeps the K
+    newest of each profile plus its current one.
+    """
+    if keep_last is not None and keep_last < 0:
+        raise GenerationError(f"--keep-last must be 0 or more, got {keep_last}")
+    report = GcReport()
+    with store_lock(store, exclusive=True):
+        roots: set[str] = set()
+        doomed: dict[Profile, list[int]] = {}
+        for profile in profiles:
+            numbers = profile.numbers()
+            kept = set(numbers if keep_last is None else numbers[len(numbers) - keep_last :])
+            current = profile.current_number()
+            if current is not None:
+                kept.add(current)
+            for n in sorted(kept):
+                roots.update(k.basename for k in profile.get(n).kegs)
+            drop = [n for n in numbers if n not in kept]
+            if drop:
+                doomed[profile] = drop
+                report.generations[profile.dir] = drop
+        index = store_kegs(store)
+        try:
+            live = closure(store, roots, index)
+        except KegError as exc:
+            raise GenerationError(f"gc refused, a kept generation is broken: {exc}") from None
+        report.kept = sorted(live)
+        report.removed = sorted(set(index.values()) - live)
+        report.freed_bytes = sum(_size(os.path.join(store, n)) for n in report.removed)
+        if dry_run:
+            return report
+        for profile, numbers in doomed.items():
+            profile.delete(numbers)
+        _clear_trash(store)
+        for name in report.removed:
+            trash = os.path.join(store, f"{_TRASH}{name}")
+            os.rename(os.path.join(store, name), trash)
+            _remove_read_only(trash)
+    return report
+
+
+def _clear_trash(store: str) -> None:
+    """Finish what a killed collector started: renamed-away paths are garbage."""
+    for name in os.listdir(store):
+        if name.startswith(_TRASH):
+            _remove_read_only(os.path.join(store, name))
+
+
+def _remove_read_only(path: str) -> None:
+    """Store paths are read-only; open up each directory just before removal."""
+    for dirpath, dirnames, _files in os.walk(path):
+        os.chmod(dirpath, 0o700)
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if not os.path.islink(full):
+                os.chmod(full, 0o700)
+    shutil.rmtree(path)
+
+
+def _size(path: str) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames + dirnames:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
