@@ -16,12 +16,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from undistro.errors import GenerationError, KegError
 from undistro.kegs._closure import closure, store_kegs
+from undistro.kegs._fs import remove_tree
 from undistro.kegs._generations import Profile
 
 _TRASH = ".gc-"
@@ -111,7 +111,7 @@ def collect_garbage(
         for name in report.removed:
             trash = os.path.join(store, f"{_TRASH}{name}")
             os.rename(os.path.join(store, name), trash)
-            _remove_read_only(trash)
+            remove_tree(trash)
     return report
 
 
@@ -119,18 +119,7 @@ def _clear_trash(store: str) -> None:
     """Finish what a killed collector started: renamed-away paths are garbage."""
     for name in os.listdir(store):
         if name.startswith(_TRASH):
-            _remove_read_only(os.path.join(store, name))
-
-
-def _remove_read_only(path: str) -> None:
-    """Store paths are read-only; open up each directory just before removal."""
-    for dirpath, dirnames, _files in os.walk(path):
-        os.chmod(dirpath, 0o700)
-        for d in dirnames:
-            full = os.path.join(dirpath, d)
-            if not os.path.islink(full):
-                os.chmod(full, 0o700)
-    shutil.rmtree(path)
+            remove_tree(os.path.join(store, name))
 
 
 def _size(path: str) -> int:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from undistro.errors import GenerationError, KegError
 from undistro.kegs._closure import Keg, closure, read_keg, rebase, store_kegs
+from undistro.kegs._fs import fsync_dir
 
 PROFILES = "/var/lib/undistro/profiles"
 DEFAULT_PROFILE = f"{PROFILES}/default"
@@ -193,7 +194,7 @@ class Profile:
                 os.rename(path, trash)
                 shutil.rmtree(trash)
                 removed.append(n)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return removed
 
     # -- internals ----------------------------------------------------------
@@ -229,9 +230,9 @@ class Profile:
             f.flush()
             os.fsync(f.fileno())
         for d in made_dirs:
-            _fsync_dir(d)
+            fsync_dir(d)
         os.rename(tmp, final)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def _point_current(self, number: int) -> None:
         tmp = os.path.join(self.dir, f"{_LINK_TMP}{os.getpid()}")
@@ -239,7 +240,7 @@ class Profile:
             os.unlink(tmp)
         os.symlink(f"gen-{number}", tmp)
         os.replace(tmp, os.path.join(self.dir, CURRENT))
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def _clean_stale(self) -> None:
         """Remove what a killed writer left (we hold the lock, so no writer
@@ -376,11 +377,3 @@ def _gen_number(name: str) -> int | None:
     if name.startswith("gen-") and name[4:].isdigit() and not name[4:].startswith("0"):
         return int(name[4:])
     return None
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -62,6 +62,7 @@ def make_keg(
     }
     with open(os.path.join(path, ".keg.json"), "w") as f:
         json.dump(meta, f)
+    os.chmod(os.path.join(path, ".keg.json"), 0o444)
     for dirpath, _dirs, _files in os.walk(path):
         os.chmod(dirpath, 0o555)
     return path
