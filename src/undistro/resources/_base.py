@@ -6,7 +6,7 @@ A resource is a small declarative promise. The engine calls, in order:
 ``probe(ctx)``      reads the current state into a small value
 ``plan(state)``     PURE: the actions that would make the promise true;
                     an empty list means the promise is *kept*
-``refresh()``       the actions a ``notify`` from a repaired resource runs
+``refresh(state)``  PURE: what a ``notify`` from a repaired resource adds
 ``watches()``       the events that concern this resource (for the agent)
 
 Resources are handed a :class:`Context` — the root they live under, the
@@ -110,6 +110,18 @@ class Context(Protocol):
         ...
 
 
+class PolicyInputs(Protocol):
+    """What the loader offers a resource while preparing it (no engine)."""
+
+    def read_source(self, relpath: str) -> bytes:
+        """Bytes of ``files/RELPATH`` in the policy; ValueError if missing."""
+        ...
+
+    def render_template(self, relpath: str, extra: Mapping[str, Any]) -> str:
+        """``templates/RELPATH`` rendered with the facts and policy variables."""
+        ...
+
+
 class Action:
     """One step that changes the world. ``summary`` is what ``plan`` prints."""
 
@@ -188,9 +200,22 @@ class Resource:
     def plan(self, state: Any) -> list[Action]:
         raise NotImplementedError
 
-    def refresh(self) -> list[Action]:
-        """Actions run when a resource this one listens to was repaired."""
+    def refresh(self, state: Any) -> list[Action]:
+        """Actions run, after ``plan``'s, when a resource that notifies this
+        one was repaired (an exec runs, a service restarts). Pure."""
         return []
+
+    def prepare(self, inputs: PolicyInputs) -> None:
+        """Load what lives beside the policy (sources, templates) once, at
+        policy load. Raise ValidationError naming the field."""
+
+    def bind(self, managed: Mapping[str, str]) -> None:
+        """Learn every managed path of the policy (path → resource id), for
+        resources whose promise depends on their neighbours (``purge``)."""
+
+    def describe(self, state: Any) -> str | None:
+        """A short line for the journal's before/after columns."""
+        return None
 
     def watches(self) -> list[Watch]:
         return []
@@ -206,6 +231,10 @@ class Resource:
 
     lock: ClassVar[str | None] = None
     """Resources sharing a lock name never converge concurrently."""
+
+    reprobe_after: ClassVar[bool] = True
+    """Probe again after a repair to journal the new state (not for execs,
+    whose guards may be expensive commands)."""
 
     def __repr__(self) -> str:
         return f"<{self.id}>"
