@@ -5,6 +5,9 @@ A keg is a directory ``<store>/<hash>-<name>-<version>`` holding a
 transitively: the ``run_deps`` its recipe declared, and every store hash
 found in its files (a binary that embeds ``/opt/undistro/store/<hash>-zlib-…``
 needs that zlib whether the recipe said so or not — the Nix argument).
+The builder records what it found in ``references``; store paths are
+read-only, so that record stays true and is used as is. Only a keg without
+it (made by hand, or by an older builder) is scanned here.
 
 Store paths are recorded as *final* paths (``/opt/undistro/store/…``) even
 when the store lives under ``--root``; they are matched here by their base
@@ -44,6 +47,8 @@ class Keg:
     hash: str
     recipe_hash: str
     run_deps: tuple[str, ...] = ()
+    references: tuple[str, ...] | None = None
+    """What the builder found scanning the files; ``None`` if it did not say."""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -92,16 +97,18 @@ def read_keg(path: str) -> Keg:
     for key in ("name", "version", "hash"):
         if not isinstance(meta.get(key), str) or not meta[key]:
             raise KegError(f"{meta_path}: '{key}' must be a non-empty string")
-    deps = meta.get("run_deps", [])
-    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-        raise KegError(f"{meta_path}: 'run_deps' must be a list of store paths")
+    for key in ("run_deps", "references"):
+        deps = meta.get(key, [])
+        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+            raise KegError(f"{meta_path}: '{key}' must be a list of store paths")
     keg = Keg(
         path=path,
         name=meta["name"],
         version=meta["version"],
         hash=meta["hash"],
         recipe_hash=str(meta.get("recipe_hash", "")),
-        run_deps=tuple(os.path.basename(d.rstrip("/")) for d in deps),
+        run_deps=_basenames(meta.get("run_deps", [])),
+        references=_basenames(meta["references"]) if "references" in meta else None,
         meta=meta,
     )
     if not re.fullmatch(r"[0-9a-z]{32}", keg.hash):
@@ -109,6 +116,10 @@ def read_keg(path: str) -> Keg:
     if os.path.basename(path) != keg.basename:
         raise KegError(f"{path}: directory name does not match {META} ({keg.basename})")
     return keg
+
+
+def _basenames(paths: list[str]) -> tuple[str, ...]:
+    return tuple(os.path.basename(p.rstrip("/")) for p in paths)
 
 
 def store_kegs(store: str) -> dict[str, str]:
@@ -160,12 +171,16 @@ def references(store: str, basename: str, index: dict[str, str] | None = None) -
     itself); a reference to a keg missing from ``store`` is an error."""
     index = store_kegs(store) if index is None else index
     keg = read_keg(os.path.join(store, basename))
-    hashes, missing = scan_references(keg.path, index)
-    if missing:
-        ref = f"{DEFAULT_STORE}/{sorted(missing)[0]}-…"
-        raise KegError(f"{basename} needs {ref}, which is not in the store")
-    refs = {index[h] for h in hashes if h != keg.hash}
-    refs.update(d for d in keg.run_deps if d != basename)
+    if keg.references is not None:
+        refs = set(keg.references)
+    else:
+        hashes, missing = scan_references(keg.path, index)
+        if missing:
+            ref = f"{DEFAULT_STORE}/{sorted(missing)[0]}-…"
+            raise KegError(f"{basename} needs {ref}, which is not in the store")
+        refs = {index[h] for h in hashes}
+    refs.update(keg.run_deps)
+    refs.discard(basename)
     return refs
 
 
