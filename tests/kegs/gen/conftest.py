@@ -31,11 +31,13 @@ def make_keg(
     *,
     run_deps: tuple[str, ...] = (),
     links: Mapping[str, str] | None = None,
+    references: tuple[str, ...] | None = None,
     salt: str = "",
 ) -> str:
     """Create ``ROOT/opt/undistro/store/<hash>-NAME-VERSION`` and return its
-    on-disk path. ``files`` maps relative paths to contents; a content
-    ending in ``\\n#!x`` is made executable. ``run_deps`` are on-disk paths."""
+        on-disk path. ``files`` maps relative paths to contents; a content
+        under ``bin/`` is made executable. ``run_deps`` and ``references`` (what
+    the builder's scanner recorded, when given) are on-disk paths."""
     h = keg_hash(name, version, salt)
     store = os.path.join(root, STORE.lstrip("/"))
     path = os.path.join(store, f"{h}-{name}-{version}")
@@ -60,6 +62,8 @@ def make_keg(
         "platform": {"os": "linux", "arch": "x86_64"},
         "run_deps": [f"{STORE}/{os.path.basename(d)}" for d in run_deps],
     }
+    if references is not None:
+        meta["references"] = [f"{STORE}/{os.path.basename(d)}" for d in references]
     with open(os.path.join(path, ".keg.json"), "w") as f:
         json.dump(meta, f)
     os.chmod(os.path.join(path, ".keg.json"), 0o444)

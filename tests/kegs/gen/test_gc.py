@@ -90,3 +90,16 @@ def test_profiles_are_all_roots(root: str, keg: MakeKeg) -> None:
     other = _Profile(os.path.join(root, PROFILES.lstrip("/"), "tools"), root=root)
     other.build_and_switch([b])
     assert gc(root, keep_last=0).removed == []  # type: ignore[attr-defined]
+
+
+def test_recorded_references_are_trusted_without_scanning(
+    root: str, keg: MakeKeg, profile: _Profile
+) -> None:
+    """The builder records what its scanner found; gc follows that record."""
+    dep = keg("zlib", "1.3", {"lib/libz.so": "z"})
+    app = keg("app", "1", {"bin/app": "no paths here"}, references=(dep,))
+    orphan = keg("orphan", "1", {"bin/orphan": "o"})
+    profile.build_and_switch([app])
+    report = gc(root)
+    assert report.removed == [os.path.basename(orphan)]  # type: ignore[attr-defined]
+    assert os.path.isdir(dep)
