@@ -204,8 +204,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"{verb} generations {', '.join(map(str, numbers))} of {where}")
     for name in report.removed:
         print(f"{verb} {os.path.join(args.store, name)}")
-    mb = report.freed_bytes / 1e6
-    print(f"{verb} {len(report.removed)} store paths ({mb:.1f} MB), kept {len(report.kept)}")
+    size = _size(report.freed_bytes)
+    print(f"{verb} {len(report.removed)} store paths ({size}), kept {len(report.kept)}")
     return 0
 
 
@@ -216,7 +216,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     root = _root(args)
     paths = [p if root is None or p.startswith(root + "/") else rebase(root, p) for p in args.paths]
     for packed in pack(paths, args.key, args.out):
-        print(f"packed {packed.basename} ({packed.size / 1e6:.2f} MB) into {args.out}")
+        print(f"packed {packed.basename} ({_size(packed.size)}) into {args.out}")
     return 0
 
 
@@ -261,6 +261,10 @@ def _profile(args: argparse.Namespace) -> Any:
     name = args.profile
     path = os.path.abspath(name) if "/" in name else rebase(root, f"{PROFILES}/{name}")
     return Profile(path, root=root)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 def _number(text: str) -> int:

@@ -95,3 +95,41 @@ def test_kill_9_during_switches_never_breaks_current(
 def _check_clean(profile: Profile) -> bool:
     leftovers = [n for n in os.listdir(profile.dir) if n.startswith(".") and n != ".lock"]
     return leftovers == []
+
+
+WRITER = """
+import sys
+from undistro.kegs.generations import Profile
+p = Profile(sys.argv[1], root=sys.argv[2])
+sets = [sys.argv[3].split(","), sys.argv[4].split(",")]
+for i in range(15):
+    p.build_and_switch(sets[i % 2])
+"""
+
+
+def test_two_writers_serialise_on_the_profile_lock(
+    root: str, keg: MakeKeg, profile: Profile
+) -> None:
+    a = [keg("hello", "1", {"bin/hello": "hello one"})]
+    b = [keg("hello", "2", {"bin/hello": "hello two"})]
+    common = [keg("docs", "1", {"share/doc/common": "c"})]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-c", WRITER, profile.dir, root]
+    os.makedirs(profile.dir)
+    procs = [
+        subprocess.Popen([*argv, ",".join(a + common), ",".join(b + common)], env=env),
+        subprocess.Popen([*argv, ",".join(b + common), ",".join(a + common)], env=env),
+    ]
+    try:
+        codes = [p.wait(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert codes == [0, 0]
+    numbers = profile.numbers()
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert all(len(g.kegs) == 2 for g in profile.list())
+    assert _check(profile) in ("hello one", "hello two")
+    assert _check_clean(profile)
