@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from typing import IO, Any, cast
 
 from undistro.errors import ArtifactError, KegError
-from undistro.kegs._closure import DEFAULT_STORE, closure, read_keg, store_kegs
+from undistro.kegs._closure import DEFAULT_STORE, closure, read_keg, store_kegs, store_lock
 from undistro.kegs._fs import atomic_write, fsync_dir, remove_tree
-from undistro.kegs._gc import store_lock
 from undistro.kegs._signing import Signature, load_signing_key, sign, verify
 from undistro.kegs._tarsafe import describe, extract, seal
 

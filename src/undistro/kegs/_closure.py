@@ -17,6 +17,8 @@ a prepared image.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import mmap
 import os
@@ -218,3 +220,15 @@ def _walk_files(path: str) -> Iterator[tuple[str, bool]]:
             full = os.path.join(dirpath, name)
             if os.path.islink(full):
                 yield full, True
+
+
+@contextlib.contextmanager
+def store_lock(store: str, *, exclusive: bool) -> Iterator[None]:
+    """Hold the store's gc lock: shared to add kegs, exclusive to collect."""
+    os.makedirs(store, exist_ok=True)
+    fd = os.open(os.path.join(store, ".gc.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)

@@ -8,19 +8,19 @@ generation is ever left pointing at a removed path.
 
 Adding to the store and collecting it must not interleave (a keg installed
 but not yet in a generation would look like garbage): both take
-``<store>/.gc.lock`` — adders shared, the collector exclusive.
+``<store>/.gc.lock`` (``store_lock``) — installs and generation builds
+shared, the collector exclusive.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from undistro.errors import GenerationError, KegError
-from undistro.kegs._closure import closure, store_kegs
+from undistro.kegs._closure import closure, store_kegs, store_lock
 from undistro.kegs._fs import remove_tree
 from undistro.kegs._generations import Profile
 
@@ -38,18 +38,6 @@ class GcReport:
     kept: list[str] = field(default_factory=list)
     """Store base names still referenced."""
     freed_bytes: int = 0
-
-
-@contextlib.contextmanager
-def store_lock(store: str, *, exclusive: bool) -> Iterator[None]:
-    """Hold the store's gc lock: shared to add kegs, exclusive to collect."""
-    os.makedirs(store, exist_ok=True)
-    fd = os.open(os.path.join(store, ".gc.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)
 
 
 def profiles_in(profiles_dir: str, *, root: str | None = None) -> list[Profile]:

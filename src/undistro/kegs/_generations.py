@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from undistro.errors import GenerationError, KegError
-from undistro.kegs._closure import Keg, closure, read_keg, rebase, store_kegs
+from undistro.kegs._closure import Keg, closure, read_keg, rebase, store_kegs, store_lock
 from undistro.kegs._fs import fsync_dir
 
 PROFILES = "/var/lib/undistro/profiles"
@@ -139,25 +139,29 @@ class Profile:
         the current number comes back and no generation is made.
         """
         kegs = _read_all(store_paths)
-        for store, names in _by_store(kegs).items():
-            try:
-                closure(store, names, store_kegs(store))
-            except KegError as exc:
-                raise GenerationError(f"cannot build a generation: {exc}") from None
-        tree = plan_tree(kegs)
         recorded = tuple(
             GenKeg(k.name, k.version, k.hash, self._final(k.path))
             for k in sorted(kegs, key=lambda k: (k.name, k.version, k.hash))
         )
-        os.makedirs(self.dir, exist_ok=True)
-        with self._locked():
-            self._clean_stale()
-            cur = self.current_number()
-            if cur is not None and self._load(cur).kegs == recorded:
-                return cur
-            number = max(self.numbers(), default=0) + 1
-            self._write_generation(number, recorded, tree)
-            self._point_current(number)
+        # The stores' gc lock (shared) keeps a collector from removing a keg
+        # between the closure check and the switch that makes it live.
+        with contextlib.ExitStack() as held:
+            for store, names in _by_store(kegs).items():
+                held.enter_context(store_lock(store, exclusive=False))
+                try:
+                    closure(store, names, store_kegs(store))
+                except KegError as exc:
+                    raise GenerationError(f"cannot build a generation: {exc}") from None
+            tree = plan_tree(kegs)
+            os.makedirs(self.dir, exist_ok=True)
+            with self._locked():
+                self._clean_stale()
+                cur = self.current_number()
+                if cur is not None and self._load(cur).kegs == recorded:
+                    return cur
+                number = max(self.numbers(), default=0) + 1
+                self._write_generation(number, recorded, tree)
+                self._point_current(number)
         return number
 
     def switch(self, number: int) -> None:

@@ -8,7 +8,7 @@
 See docs/generations.md for the layout and the atomicity argument.
 """
 
-from undistro.kegs._closure import DEFAULT_STORE, Keg, closure, read_keg, store_of
+from undistro.kegs._closure import DEFAULT_STORE, Keg, closure, read_keg, store_lock, store_of
 from undistro.kegs._gc import GcReport, collect_garbage
 from undistro.kegs._generations import (
     DEFAULT_PROFILE,
@@ -32,5 +32,6 @@ __all__ = [
     "closure",
     "collect_garbage",
     "read_keg",
+    "store_lock",
     "store_of",
 ]
