@@ -103,3 +103,19 @@ def test_recorded_references_are_trusted_without_scanning(
     report = gc(root)
     assert report.removed == [os.path.basename(orphan)]  # type: ignore[attr-defined]
     assert os.path.isdir(dep)
+
+
+def test_gc_waits_for_whoever_is_adding_to_the_store(root: str, keg: MakeKeg) -> None:
+    import threading
+
+    from undistro.kegs.generations import store_lock
+
+    fresh = keg("fresh", "1", {"bin/fresh": "just installed, not yet in a generation"})
+    done = threading.Event()
+    with store_lock(store_of(root), exclusive=False):
+        worker = threading.Thread(target=lambda: (gc(root), done.set()))
+        worker.start()
+        assert not done.wait(0.3)
+        assert os.path.isdir(fresh)
+    worker.join(10)
+    assert done.is_set() and not os.path.exists(fresh)
