@@ -213,14 +213,17 @@ class Profile:
         tmp = os.path.join(self.dir, f"{_BUILDING}{number}-{os.getpid()}")
         os.mkdir(tmp)
         made_dirs = [tmp]
-        for rel, source in tree:
+        up_to_keg: dict[str, str] = {}
+        for rel, keg_dir in tree:
             path = os.path.join(tmp, rel)
-            if source is None:
+            if keg_dir is None:
                 os.mkdir(path)
                 made_dirs.append(path)
-            else:
-                where = os.path.dirname(os.path.join(final, rel))
-                os.symlink(os.path.relpath(source, where), path)
+                continue
+            # gen-N/REL links to KEG/REL: climb REL's depth, then go to KEG
+            if keg_dir not in up_to_keg:
+                up_to_keg[keg_dir] = os.path.relpath(keg_dir, final)
+            os.symlink("../" * rel.count("/") + f"{up_to_keg[keg_dir]}/{rel}", path)
         meta = {
             "number": number,
             "created": time.time(),
@@ -303,7 +306,8 @@ class Profile:
 # -- the symlink tree --------------------------------------------------------
 
 Tree = list[tuple[str, str | None]]
-"""(relative path, link target on disk | None for a real directory), parents first."""
+"""(relative path, the keg directory whose same relative path it links to, or
+None for a real directory), parents first."""
 
 
 def plan_tree(kegs: Sequence[Keg]) -> Tree:
@@ -319,15 +323,16 @@ def plan_tree(kegs: Sequence[Keg]) -> Tree:
         for entry in sorted(os.scandir(os.path.realpath(keg.path)), key=lambda e: e.name):
             if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
                 tops.setdefault(entry.name, []).append((keg, entry.path))
+    real = {keg: os.path.realpath(keg.path) for keg in kegs}
     tree: Tree = []
     for name in sorted(tops):
-        _merge(name, tops[name], tree)
+        _merge(name, tops[name], tree, real)
     return tree
 
 
-def _merge(rel: str, providers: list[tuple[Keg, str]], tree: Tree) -> None:
+def _merge(rel: str, providers: list[tuple[Keg, str]], tree: Tree, real: dict[Keg, str]) -> None:
     if len(providers) == 1:
-        tree.append((rel, providers[0][1]))
+        tree.append((rel, real[providers[0][0]]))
         return
     tree.append((rel, None))
     children: dict[str, list[tuple[Keg, str, bool]]] = {}
@@ -341,7 +346,7 @@ def _merge(rel: str, providers: list[tuple[Keg, str]], tree: Tree) -> None:
         if len(got) > 1 and not all(is_dir for _, _, is_dir in got):
             a, b = got[0][0], got[1][0]
             raise GenerationError(f"{child}: provided by both {a.label} and {b.label}")
-        _merge(child, [(keg, path) for keg, path, _ in got], tree)
+        _merge(child, [(keg, path) for keg, path, _ in got], tree, real)
 
 
 def diff_kegs(old: Sequence[GenKeg], new: Sequence[GenKeg]) -> GenerationDiff:
