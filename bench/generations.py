@@ -1,13 +1,16 @@
 """Generations and artifacts: how long a switch, a rollback, a pack and an
 install take.
 
-    PYTHONPATH=src python bench/generations.py [--runs 200]
+    PYTHONPATH=src python bench/generations.py [--runs 200] [--rounds 5]
 
 Synthetic kegs (so the figures do not depend on a compiler): 20 kegs, each
 with bin/, lib/, include/, share/man/man1/ and share/doc/<name>/, so the
 profile tree has both merged directories and collapsed ones, as real kegs
 give. The artifact keg holds ~4 MB: 1 MB of random bytes and 3 MB of text.
-Everything runs in a temp directory used as --root; results are medians.
+Everything runs in a fresh temp directory used as --root. Each figure is
+the median of --runs timings (pack and install: of 5); the whole is
+repeated --rounds times and the median and range of those are printed,
+because wall time on a shared 2-core VM swings with its load.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def bench_generations(
     return results
 
 
-def bench_artifacts(base: str, runs: int) -> dict[str, float]:
+def bench_artifacts(base: str) -> dict[str, float]:
     src = os.path.join(base, "src-root")
     text = b"".join(b"line %d of a man page or a header file\n" % i for i in range(80000))
     keg = make_keg(src, "big", "1.0", {"lib/libbig.so": os.urandom(1 << 20), "share/big.txt": text})
@@ -127,40 +130,51 @@ def bench_artifacts(base: str, runs: int) -> dict[str, float]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=200)
-    args = parser.parse_args()
+def one_round(runs: int) -> dict[str, tuple[float, float]]:
+    """Every figure once, in a fresh temp root: label → (wall ms, CPU ms)."""
     base = tempfile.mkdtemp(prefix="undistro-bench-gen-")
     try:
-        g = bench_generations(os.path.join(base, "root"), args.runs)
-        scan = bench_generations(os.path.join(base, "scan"), args.runs, record=False)
-        a = bench_artifacts(base, args.runs)
+        g = bench_generations(os.path.join(base, "root"), runs)
+        scan = bench_generations(os.path.join(base, "scan"), runs, record=False)
+        a = bench_artifacts(base)
     finally:
         for dirpath, dirnames, _ in os.walk(base):
             for d in dirnames:
                 os.chmod(os.path.join(dirpath, d), 0o700)
         shutil.rmtree(base)
-    load = os.getloadavg()[0]
+    return {
+        "build generation N+1 aside + switch": g["build_and_switch"],
+        "same, kegs without recorded references (scanned)": scan["build_and_switch"],
+        "switch to an existing generation": g["switch"],
+        "rollback": g["rollback"],
+        f"pack {a['keg_mb']:.1f} MB keg -> {a['artifact_mb']:.2f} MB .tar.zst": (a["pack"], 0.0),
+        "install it (verify, hash, extract, check, seal, rename)": (a["install"], 0.0),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200, help="timed runs per figure")
+    parser.add_argument("--rounds", type=int, default=5, help="fresh repetitions of it all")
+    args = parser.parse_args()
+    loads, rounds = [], []
+    for _ in range(args.rounds):
+        rounds.append(one_round(args.runs))
+        loads.append(os.getloadavg()[0])
     print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {load:.1f},"
-        f" runs={args.runs}"
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores, runs={args.runs},"
+        f" rounds={args.rounds}, load average {min(loads):.1f}-{max(loads):.1f}"
     )
-    print("| operation (20 kegs) | median wall | median CPU |")
+    print("| operation (generation of 20 kegs) | wall: median of rounds (range) | CPU |")
     print("|---|---|---|")
-    rows = [
-        ("build generation N+1 aside + switch", g["build_and_switch"]),
-        ("same, kegs without recorded references (scanned)", scan["build_and_switch"]),
-        ("switch to an existing generation", g["switch"]),
-        ("rollback", g["rollback"]),
-    ]
-    for label, (wall, cpu) in rows:
-        print(f"| {label} | {wall:.2f} ms | {cpu:.2f} ms |")
-    print(f"\nartifact: keg {a['keg_mb']:.1f} MB -> {a['artifact_mb']:.2f} MB .tar.zst")
-    print("| operation | median of 5 |")
-    print("|---|---|")
-    print(f"| pack (hash files, tar, zstd -10, sign) | {a['pack']:.0f} ms |")
-    print(f"| install (verify, hash, extract, check, seal, rename) | {a['install']:.0f} ms |")
+    for label in rounds[0]:
+        walls = [r[label][0] for r in rounds]
+        cpus = [r[label][1] for r in rounds]
+        cpu = f"{statistics.median(cpus):.2f} ms" if any(cpus) else "-"
+        print(
+            f"| {label} | {statistics.median(walls):.2f} ms"
+            f" ({min(walls):.2f}-{max(walls):.2f}) | {cpu} |"
+        )
     return 0
 
 
