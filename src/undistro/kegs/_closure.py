@@ -225,7 +225,6 @@ def _walk_files(path: str) -> Iterator[tuple[str, bool]]:
 @contextlib.contextmanager
 def store_lock(store: str, *, exclusive: bool) -> Iterator[None]:
     """Hold the store's gc lock: shared to add kegs, exclusive to collect."""
-    os.makedirs(store, exist_ok=True)
     fd = os.open(os.path.join(store, ".gc.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)

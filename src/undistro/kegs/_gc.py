@@ -68,6 +68,8 @@ def collect_garbage(
     if keep_last is not None and keep_last < 0:
         raise GenerationError(f"--keep-last must be 0 or more, got {keep_last}")
     report = GcReport()
+    if not os.path.isdir(store):
+        return report
     with store_lock(store, exclusive=True):
         roots: set[str] = set()
         doomed: dict[Profile, list[int]] = {}

@@ -111,3 +111,13 @@ def test_keygen_pack_install_between_roots(
     assert code == 0 and out == f"installed /opt/undistro/store/{os.path.basename(hello)}\n"
     code, out, _ = run(capsys, "keg", "install", "hello", "--from", cache, "--root", root2)
     assert code == 0 and "already in" in out
+
+
+def test_gc_and_list_on_an_empty_root_create_nothing(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = os.path.join(str(tmp_path), "empty")
+    os.mkdir(empty)
+    assert run(capsys, "gc", "--root", empty)[1] == "removed 0 store paths (0.0 kB), kept 0\n"
+    assert run(capsys, "gen", "list", "--root", empty)[1].startswith("no generations in ")
+    assert os.listdir(empty) == []
