@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from typing import IO, Any, cast
 
 from undistro.errors import ArtifactError, KegError
-from undistro.kegs._closure import DEFAULT_STORE, closure, read_keg, store_kegs, store_lock
+from undistro.kegs._closure import (
+    DEFAULT_STORE,
+    closure,
+    is_keg_basename,
+    read_keg,
+    store_kegs,
+    store_lock,
+)
 from undistro.kegs._fs import atomic_write, fsync_dir, remove_tree
 from undistro.kegs._signing import Signature, load_signing_key, sign, verify
 from undistro.kegs._tarsafe import describe, extract, seal
@@ -261,6 +268,8 @@ def _stage(cache: Cache, m: Manifest, staging: str, final_store: str) -> None:
 def load_manifest(cache: Cache, basename: str, trusted: set[str]) -> Manifest:
     """Fetch, verify and parse the manifest of ``basename``."""
     what = f"{basename}.manifest.json"
+    if not is_keg_basename(basename):
+        raise ArtifactError(f"{what}: {basename!r} is not a store path name")
     try:
         envelope = json.loads(cache.read(what))
         text, sig = envelope["manifest"], Signature(envelope["key"], envelope["signature"])

@@ -32,7 +32,7 @@ from undistro.errors import KegError
 DEFAULT_STORE = "/opt/undistro/store"
 META = ".keg.json"
 
-_BASENAME = re.compile(r"^([0-9a-z]{32})-(.+)$")
+_BASENAME = re.compile(r"^([0-9a-z]{32})-([^/\0]+)$")
 # References are absolute store paths, so a hash follows a '/' and precedes
 # a '-'; anchoring on both keeps random 32-letter runs in binaries out.
 _REFERENCE = re.compile(rb"(" + re.escape(DEFAULT_STORE.encode()) + rb")?/([0-9a-z]{32})-")

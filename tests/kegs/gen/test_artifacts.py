@@ -304,3 +304,14 @@ def test_unsafe_tarballs_are_refused_even_when_signed(
     refused(other_root, cache, trusted, "evil", match)
     assert not os.path.lexists("/tmp/evil")
     assert not os.path.lexists(os.path.join(str(tmp_path), "evil"))
+
+
+def test_an_index_cannot_smuggle_a_path(
+    other_root: str, cache: str, signer: tuple[str, set[str]]
+) -> None:
+    """index.json is unsigned: a name from it must still be a store name."""
+    _, trusted = signer
+    os.makedirs(cache)
+    with open(os.path.join(cache, "index.json"), "w") as f:
+        json.dump({"kegs": {"../../etc/x": {"name": "x", "version": "1"}}}, f)
+    refused(other_root, cache, trusted, "x", "is not a store path name")
