@@ -33,6 +33,7 @@ from typing import IO, Any, cast
 from undistro.errors import ArtifactError, KegError
 from undistro.kegs._closure import (
     DEFAULT_STORE,
+    INSTALL_STAGING,
     closure,
     is_keg_basename,
     read_keg,
@@ -218,18 +219,30 @@ def install(
         wanted = [m for n, m in manifests.items() if n not in present]
         # a keg's closure is a strict superset of each dependency's closure
         wanted.sort(key=lambda m: (len(m.closure), m.basename))
-        staging = os.path.join(store, f".install-{os.getpid()}")
+        staging = os.path.join(store, f"{INSTALL_STAGING}{os.getpid()}")
         remove_tree(staging)
         os.mkdir(staging, 0o700)
         try:
             for m in wanted:
                 _stage(cache, m, staging, final_store)
-            for m in wanted:
-                os.rename(os.path.join(staging, m.basename), os.path.join(store, m.basename))
+            installed = [m.basename for m in wanted if _move_in(staging, m.basename, store)]
             fsync_dir(store)
         finally:
             remove_tree(staging)
-    return [m.basename for m in wanted]
+    return installed
+
+
+def _move_in(staging: str, basename: str, store: str) -> bool:
+    """Rename a verified keg into the store. Another installer may have put
+    the same store path there meanwhile (same hash, same content): fine."""
+    target = os.path.join(store, basename)
+    try:
+        os.rename(os.path.join(staging, basename), target)
+    except OSError:
+        if os.path.isfile(os.path.join(target, ".keg.json")):
+            return False
+        raise
+    return True
 
 
 def _stage(cache: Cache, m: Manifest, staging: str, final_store: str) -> None:

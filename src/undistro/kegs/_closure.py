@@ -31,6 +31,8 @@ from undistro.errors import KegError
 
 DEFAULT_STORE = "/opt/undistro/store"
 META = ".keg.json"
+INSTALL_STAGING = ".install-"
+"""Prefix of the store's staging directories (hidden, so never a keg)."""
 
 _BASENAME = re.compile(r"^([0-9a-z]{32})-([^/\0]+)$")
 # References are absolute store paths, so a hash follows a '/' and precedes

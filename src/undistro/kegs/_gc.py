@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from undistro.errors import GenerationError, KegError
-from undistro.kegs._closure import closure, store_kegs, store_lock
+from undistro.kegs._closure import INSTALL_STAGING, closure, store_kegs, store_lock
 from undistro.kegs._fs import remove_tree
 from undistro.kegs._generations import Profile
 
@@ -106,9 +106,10 @@ def collect_garbage(
 
 
 def _clear_trash(store: str) -> None:
-    """Finish what a killed collector started: renamed-away paths are garbage."""
+    """Finish what killed collectors and installers left: renamed-away paths
+    and staging directories (we hold the lock exclusively: none is alive)."""
     for name in os.listdir(store):
-        if name.startswith(_TRASH):
+        if name.startswith((_TRASH, INSTALL_STAGING)):
             remove_tree(os.path.join(store, name))
 
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from undistro.errors import ArtifactError
+from undistro.kegs._fs import fsync_dir
 
 _CHUNK = 1 << 20
 
@@ -104,13 +105,17 @@ def extract(
 
 
 def seal(root: str, files: Mapping[str, Mapping[str, Any]]) -> None:
-    """Give every entry its manifest mode without write bits: store paths are
-    read-only. Deepest first, so a directory is sealed after its content."""
+    """Give every entry its manifest mode without write bits (store paths are
+    read-only) and make the directories durable; file data was synced as it
+    was written. Deepest first, so a directory is sealed after its content."""
     for name in sorted(files, key=lambda n: n.count("/"), reverse=True):
         entry = files[name]
         if entry["type"] != "symlink":
             os.chmod(os.path.join(root, name), entry["mode"] & 0o555)
+        if entry["type"] == "dir":
+            fsync_dir(os.path.join(root, name))
     os.chmod(root, 0o555)
+    fsync_dir(root)
 
 
 def describe(root: str) -> dict[str, dict[str, Any]]:
@@ -199,4 +204,6 @@ def _write(source: IO[bytes], path: str) -> str:
         while chunk := source.read(_CHUNK):
             digest.update(chunk)
             out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
     return digest.hexdigest()

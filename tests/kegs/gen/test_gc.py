@@ -119,3 +119,13 @@ def test_gc_waits_for_whoever_is_adding_to_the_store(root: str, keg: MakeKeg) ->
         assert os.path.isdir(fresh)
     worker.join(10)
     assert done.is_set() and not os.path.exists(fresh)
+
+
+def test_gc_clears_what_killed_installers_and_collectors_left(root: str, keg: MakeKeg) -> None:
+    kept = keg("hello", "1", {"bin/hello": "x"})
+    store = store_of(root)
+    for stale in (".install-99999/half", ".gc-" + os.path.basename(kept) + "x/bin"):
+        os.makedirs(os.path.join(store, stale))
+    profile_of(root).build_and_switch([kept])
+    gc(root)
+    assert sorted(os.listdir(store)) == [".gc.lock", os.path.basename(kept)]
