@@ -5,8 +5,8 @@ Layout of a profile (default ``/var/lib/undistro/profiles/default``, under
 
     current -> gen-7                  the one symlink that is ever switched
     gen-6/.generation.json            which kegs, when
-    gen-7/bin/hello -> ../../../../../../opt/undistro/store/<hash>-hello-2.12/bin/hello
-    gen-7/lib -> ../../../../../opt/undistro/store/<hash>-zlib-1.3/lib
+    gen-7/bin/hello -> ../../../../../../../opt/undistro/store/<hash>-hello-2.12/bin/hello
+    gen-7/lib -> ../../../../../../opt/undistro/store/<hash>-zlib-1.3/lib
     .lock                             flock: one writer at a time
 
 A generation is built aside in a hidden directory, renamed to ``gen-N`` when
