@@ -62,10 +62,12 @@ class Packed:
 
 
 def pack(store_paths: Sequence[str], key_file: str, out_dir: str) -> list[Packed]:
-    """Pack each keg (its closure must be in its store) into ``out_dir``."""
+    """Pack each keg (its closure must be in its store) into ``out_dir``.
+
+    Every keg and its closure is checked before anything is written.
+    """
     key = load_signing_key(key_file)
-    os.makedirs(out_dir, exist_ok=True)
-    done = []
+    todo = []
     for path in store_paths:
         try:
             keg = read_keg(path)
@@ -73,6 +75,10 @@ def pack(store_paths: Sequence[str], key_file: str, out_dir: str) -> list[Packed
             deps = sorted(closure(store, [keg.basename], store_kegs(store)) - {keg.basename})
         except KegError as exc:
             raise ArtifactError(f"cannot pack: {exc}") from None
+        todo.append((keg, deps))
+    os.makedirs(out_dir, exist_ok=True)
+    done = []
+    for keg, deps in todo:
         files = describe(keg.path)
         artifact = os.path.join(out_dir, f"{keg.basename}.tar.zst")
         digest, size = _write_tarball(keg.path, files, artifact)

@@ -315,3 +315,18 @@ def test_an_index_cannot_smuggle_a_path(
     with open(os.path.join(cache, "index.json"), "w") as f:
         json.dump({"kegs": {"../../etc/x": {"name": "x", "version": "1"}}}, f)
     refused(other_root, cache, trusted, "x", "is not a store path name")
+
+
+def test_pack_refuses_a_hole_in_the_closure_and_a_wrong_key(
+    root: str, keg: MakeKeg, cache: str, signer: tuple[str, set[str]]
+) -> None:
+    key, _ = signer
+    dep = keg("zlib", "1.3", {"lib/libz.so": "z"})
+    app = keg("app", "1", {"bin/app": "x"}, run_deps=(dep,))
+    os.chmod(dep, 0o755)
+    os.rename(dep, dep + ".moved")
+    with pytest.raises(ArtifactError, match=r"cannot pack: .*-app-1 needs .*-zlib-1\.3"):
+        pack([app], key, cache)
+    with pytest.raises(ArtifactError, match="not an undistro secret key"):
+        pack([app], f"{key}.pub", cache)
+    assert not os.path.exists(cache)
