@@ -17,6 +17,7 @@ from undistro.errors import UndistroError
 COMMAND_MODULES = [
     "undistro.commands.core",
     "undistro.commands.kegs",
+    "undistro.commands.gen",
 ]
 
 DESCRIPTION = """\
