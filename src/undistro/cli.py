@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "undistro.commands.core",
     "undistro.commands.agent",
     "undistro.commands.kegs",
+    "undistro.commands.gen",
 ]
 
 DESCRIPTION = """\
