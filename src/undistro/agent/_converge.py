@@ -3,8 +3,8 @@ the journal.
 
 Kept apart from the event loop so the daemon deals in ids and causes only.
 A batch of events is converged in one engine run, so a burst pays one
-durable flush rather than one per file; the engine journals one cause per
-run, built by :func:`journal_cause` (exact for the usual one-event batch).
+durable flush rather than one per file, and each repair is still journalled
+with the event that caused it (the engine takes a cause per resource).
 """
 
 from __future__ import annotations
@@ -124,20 +124,23 @@ class Converger:
         outcomes stream back one by one.
         """
         assert self._engine is not None
-        cause = journal_cause(only, causes, label)
         size = len(self.policy.resources) if only is None else len(only)
         if size >= IN_CHILD_AT:
             rows: Iterable[list[Any]] = in_child(
-                lambda: self._rows(self._fresh_engine(), only, cause)
+                lambda: self._rows(self._fresh_engine(), only, causes, label)
             )
         else:
-            rows = self._rows(self._engine, only, cause)
+            rows = self._rows(self._engine, only, causes, label)
         for rid, status, actions, error in rows:
             yield Outcome(rid, status, causes.get(rid, label), tuple(actions), error)
 
     @staticmethod
-    def _rows(engine: Engine, only: set[str] | None, cause: str) -> Iterator[list[Any]]:
-        summary = engine.run(only, cause=cause)
+    def _rows(
+        engine: Engine, only: set[str] | None, causes: dict[str, str], label: str
+    ) -> Iterator[list[Any]]:
+        # Each repair is journalled with its own event: one engine run (one
+        # durable flush) for the batch, one cause per resource.
+        summary = engine.run(only, cause=label, causes=causes)
         for r in summary.results.values():
             yield [r.id, r.status, r.actions, r.error]
 
@@ -167,23 +170,6 @@ class Converger:
 
     def close(self) -> None:
         self.store.close()
-
-
-def journal_cause(only: set[str] | None, causes: dict[str, str], label: str, limit: int = 8) -> str:
-    """The one cause the engine journals for a run.
-
-    Exact when the batch concerns one resource (the usual case: one edit).
-    A batch that coalesced several events lists them, up to ``limit``, so
-    each repair's journal line still names the event that caused it.
-    """
-    events = sorted({causes[i] for i in only or () if i in causes})
-    if not events:
-        return label
-    if len(events) == 1:
-        return events[0]
-    shown = "; ".join(events[:limit])
-    more = f" (+{len(events) - limit} more)" if len(events) > limit else ""
-    return f"{label}: {shown}{more}"
 
 
 def _rebase(root: str, path: str) -> str:
