@@ -3,3 +3,25 @@
 Every backend learns about state changes from notifications (pidfds, the
 sd_notify socket, s6 fifodirs, D-Bus signals) and never polls.
 """
+
+from undistro.supervisor._s6 import S6Backend
+from undistro.supervisor._spec import (
+    Backend,
+    EventSink,
+    Phase,
+    ServiceEvent,
+    ServiceSpec,
+    ServiceStatus,
+    StartHook,
+)
+
+__all__ = [
+    "Backend",
+    "EventSink",
+    "Phase",
+    "S6Backend",
+    "ServiceEvent",
+    "ServiceSpec",
+    "ServiceStatus",
+    "StartHook",
+]

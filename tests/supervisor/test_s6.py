@@ -1,0 +1,231 @@
+"""The s6 backend against a real s6-svscan, s6-supervise and real services."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.supervisor._idle import WAITS, idle_syscalls
+from undistro.errors import ApplyError
+from undistro.events._s6_fifodir import fifo_name
+from undistro.supervisor import Phase, S6Backend, ServiceEvent, ServiceSpec
+from undistro.supervisor._s6_status import parse_status
+
+pytestmark = pytest.mark.skipif(shutil.which("s6-svscan") is None, reason="s6 is not installed")
+
+
+@asynccontextmanager
+async def s6(tmp: Path) -> AsyncIterator[tuple[S6Backend, list[ServiceEvent]]]:
+    backend = S6Backend(str(tmp / "scan"), str(tmp / "state"))
+    events: list[ServiceEvent] = []
+    backend.subscribe(events.append)
+    try:
+        yield backend, events
+    finally:
+        await backend.shutdown()
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_fifo_name_has_the_ftrig1_shape() -> None:
+    name = fifo_name()
+    assert len(name) == 39 and name.startswith("ftrig1:@") and name[32] == ":"
+
+
+def test_status_file_both_layouts() -> None:
+    head = bytes(24)
+    old = parse_status(head + (1234).to_bytes(8, "big") + (0x0300).to_bytes(2, "big") + b"\x0c")
+    new = parse_status(
+        head + (1234).to_bytes(8, "big") + (1234).to_bytes(8, "big") + (0).to_bytes(2, "big") + b"\x04"
+    )
+    assert (old.pid, old.exit_code, old.want_up, old.ready) == (1234, 3, True, True)
+    assert (new.pid, new.exit_code, new.want_up, new.ready) == (1234, 0, True, False)
+    with pytest.raises(ValueError, match="35 or 43"):
+        parse_status(b"short")
+
+
+def test_late_readiness_is_not_running_before_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, events):
+            spec = ServiceSpec(
+                "late", ("sh", "-c", "sleep 0.6; echo >&3; exec sleep 100"), readiness="notify"
+            )
+            t0 = time.monotonic()
+            status = await backend.start(spec)
+            assert time.monotonic() - t0 >= 0.6
+            assert status.phase is Phase.RUNNING and status.ready and status.pid
+            causes = [(e.cause, e.status.phase) for e in events]
+            assert ("s6: u", Phase.STARTING) in causes
+            assert causes[-1] == ("s6: U", Phase.RUNNING)
+            assert all(p is not Phase.RUNNING for c, p in causes[:-1])
+
+    run(scenario)
+
+
+def test_crash_restarts_with_backoff_and_is_seen_as_events(tmp_path: Path) -> None:
+    marker = tmp_path / "crashed-once"
+    script = f"if [ -e {marker} ]; then exec sleep 100; fi; touch {marker}; sleep 0.2; exit 7"
+
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, events):
+            first = await backend.start(ServiceSpec("flaky", ("sh", "-c", script), restart_delay=0.3))
+            t0 = time.monotonic()
+            while backend.status("flaky").restarts < 1 or backend.status("flaky").pid is None:
+                await asyncio.sleep(0.05)
+            assert time.monotonic() - t0 >= 0.3  # the backoff of ./finish
+            now = backend.status("flaky")
+            assert now.phase is Phase.RUNNING and now.pid != first.pid and now.restarts == 1
+            phases = [e.status.phase for e in events]
+            assert Phase.BACKOFF in phases
+            assert any(e.cause == "s6: d (exited 7)" for e in events)
+
+    run(scenario)
+
+
+def test_crash_loop_becomes_failed(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, events):
+            spec = ServiceSpec(
+                "loop", ("sh", "-c", "exit 3"), restart_delay=0.05, crash_loop_limit=3
+            )
+            status = await backend.start(spec)
+            while backend.status("loop").phase is not Phase.FAILED:
+                await asyncio.sleep(0.05)
+            status = backend.status("loop")
+            assert status.exit_status == 3 and status.restarts == 3
+            assert events[-1].cause.startswith("s6: O")
+
+    run(scenario)
+
+
+def test_restart_never_and_on_failure_clean_exit(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, _):
+            await backend.start(ServiceSpec("once", ("sh", "-c", "sleep 0.2; exit 1"), restart="never"))
+            await backend.start(ServiceSpec("clean", ("sh", "-c", "sleep 0.2; exit 0")))
+            while {backend.status(n).phase for n in ("once", "clean")} & {Phase.RUNNING, Phase.BACKOFF, Phase.STOPPING}:
+                await asyncio.sleep(0.05)
+            assert backend.status("once").phase is Phase.FAILED
+            assert backend.status("clean").phase is Phase.STOPPED
+            assert backend.status("clean").exit_status == 0
+
+    run(scenario)
+
+
+def test_oneshot_is_running_after_a_clean_exit(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, _):
+            status = await backend.start(ServiceSpec("init-db", ("true",), readiness="exit"))
+            assert status.phase is Phase.RUNNING and status.exit_status == 0 and status.pid is None
+
+    run(scenario)
+
+
+def test_stop_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    script = f"trap '' TERM; sleep 1000 & echo $! > {pidfile}; exec sleep 1001"
+
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, _):
+            status = await backend.start(ServiceSpec("stubborn", ("sh", "-c", script), stop_timeout=0.5))
+            while not pidfile.exists() or not pidfile.read_text().strip():
+                await asyncio.sleep(0.02)
+            main, child = status.pid, int(pidfile.read_text())
+            assert main and alive(main) and alive(child)
+            t0 = time.monotonic()
+            stopped = await backend.stop("stubborn")
+            assert time.monotonic() - t0 >= 0.5
+            assert stopped.phase is Phase.STOPPED
+            assert stopped.exit_status is None  # killed, by SIGKILL
+            assert not alive(main) and not alive(child)
+
+    run(scenario)
+
+
+def test_reload_sends_the_signal(tmp_path: Path) -> None:
+    flag = tmp_path / "reloaded"
+    script = f"trap 'touch {flag}' HUP; echo >&3; while :; do sleep 0.1; done"
+
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, _):
+            await backend.start(ServiceSpec("hup", ("sh", "-c", script), readiness="notify"))
+            await backend.reload("hup")
+            for _ in range(50):
+                if flag.exists():
+                    break
+                await asyncio.sleep(0.05)
+            assert flag.exists()
+
+    run(scenario)
+
+
+def test_unknown_service_is_one_clear_error(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, _):
+            with pytest.raises(ApplyError, match="ghost: not known"):
+                await backend.stop("ghost")
+
+    run(scenario)
+
+
+def test_new_instance_adopts_running_services_without_restart(tmp_path: Path) -> None:
+    spec = ServiceSpec("kept", ("sleep", "1000"))
+
+    async def scenario() -> None:
+        async with s6(tmp_path) as (first, _):
+            before = await first.start(spec)
+            await first.close()  # the agent goes away; s6 keeps supervising
+            second = S6Backend(str(tmp_path / "scan"), str(tmp_path / "state"))
+            events: list[ServiceEvent] = []
+            second.subscribe(events.append)
+            try:
+                after = await second.start(spec)
+                assert after.pid == before.pid and after.phase is Phase.RUNNING
+                assert not any("u" in e.cause for e in events)  # nothing was spawned
+                os.kill(before.pid, signal.SIGKILL)  # a crash is still seen, by the new one
+                while not events or events[-1].status.phase is not Phase.RUNNING:
+                    await asyncio.sleep(0.05)
+                assert second.status("kept").pid != before.pid
+            finally:
+                await second.close()
+
+    run(scenario)
+
+
+@pytest.mark.slow
+def test_idle_backend_makes_no_system_calls(tmp_path: Path) -> None:
+    driver = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("_driver.py")), "s6",
+         str(tmp_path / "scan"), str(tmp_path / "state"), "5"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert driver.stdout is not None and driver.stdout.readline().strip() == "ready"
+        counts = idle_syscalls(driver.pid, 10)
+        assert set(counts) <= WAITS, counts
+        assert sum(counts.values()) <= 2, counts
+    finally:
+        driver.terminate()
+        driver.wait(30)
