@@ -14,6 +14,7 @@ from undistro.supervisor._spec import (
     ServiceStatus,
     StartHook,
 )
+from undistro.supervisor._systemd import SystemdBackend
 
 __all__ = [
     "Backend",
@@ -24,4 +25,5 @@ __all__ = [
     "ServiceSpec",
     "ServiceStatus",
     "StartHook",
+    "SystemdBackend",
 ]

@@ -1,0 +1,204 @@
+"""The systemd backend against a real systemd, booted as PID 1 of a container."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.supervisor._idle import WAITS, idle_syscalls
+from tests.supervisor._nspawn import Container, boot, poweroff, why_not
+from undistro.errors import ApplyError
+from undistro.supervisor import Phase, ServiceEvent, ServiceSpec, SystemdBackend
+
+
+@pytest.fixture(scope="session")
+def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    log = tmp_path_factory.mktemp("nspawn") / "console.log"
+    try:
+        box = boot(f"undistro-test-{os.getpid()}", str(log))
+    except RuntimeError as e:
+        pytest.skip(f"systemd-nspawn cannot boot here: {e}: {log.read_text()[-500:]}")
+    try:
+        yield box
+    finally:
+        poweroff(box.nspawn)
+
+
+@asynccontextmanager
+async def systemd(box: Container) -> AsyncIterator[tuple[SystemdBackend, list[ServiceEvent]]]:
+    backend = await SystemdBackend.connect(box.bus, box.unit_dir)
+    events: list[ServiceEvent] = []
+    backend.subscribe(events.append)
+    try:
+        yield backend, events
+    finally:
+        for name in list(backend._units):
+            await backend.stop(name)
+        await backend.close()
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def cgroup_pids(box: Container, name: str) -> list[int]:
+    """Host pids of every process in the unit's cgroup (the container's pids differ)."""
+    path = f"{box.root}/sys/fs/cgroup/system.slice/undistro-{name}.service/cgroup.procs"
+    try:
+        with open(path) as f:
+            return [int(p) for p in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.05)
+
+
+def test_late_readiness_is_not_running_before_it(container: Container) -> None:
+    script = "sleep 0.6; systemd-notify --ready; exec sleep 100"
+
+    async def scenario() -> None:
+        async with systemd(container) as (backend, events):
+            t0 = time.monotonic()
+            status = await backend.start(ServiceSpec("late", ("sh", "-c", script), readiness="notify"))
+            assert time.monotonic() - t0 >= 0.6
+            assert status.phase is Phase.RUNNING and status.pid
+            phases = [e.status.phase for e in events]
+            assert Phase.STARTING in phases
+            assert Phase.RUNNING not in phases[: phases.index(Phase.STARTING) + 1]
+
+    run(scenario)
+
+
+def test_crash_after_start_is_seen_and_restarted(container: Container) -> None:
+    script = "[ -e /run/flaky ] && exec sleep 100; touch /run/flaky; sleep 0.3; exit 7"
+
+    async def scenario() -> None:
+        async with systemd(container) as (backend, events):
+            first = await backend.start(ServiceSpec("flaky", ("sh", "-c", script), restart_delay=0.2))
+            assert first.phase is Phase.RUNNING
+            await until(lambda: backend.status("flaky").restarts == 1 and backend.status("flaky").phase is Phase.RUNNING)
+            assert backend.status("flaky").pid != first.pid
+            after = [e.status.phase for e in events if e.status.since >= first.since]
+            assert Phase.BACKOFF in after
+
+    run(scenario)
+
+
+def test_crash_loop_becomes_failed(container: Container) -> None:
+    async def scenario() -> None:
+        async with systemd(container) as (backend, _):
+            spec = ServiceSpec("loop", ("sh", "-c", "sleep 0.1; exit 3"), restart_delay=0.05, crash_loop_limit=3)
+            await backend.start(spec)
+            await until(lambda: backend.status("loop").phase is Phase.FAILED)
+            status = backend.status("loop")
+            assert status.exit_status == 3 and status.restarts == 3
+
+    run(scenario)
+
+
+def test_stop_timeout_kills_the_whole_group(container: Container) -> None:
+    script = "trap '' TERM; sleep 1000 & exec sleep 1001"
+
+    async def scenario() -> None:
+        async with systemd(container) as (backend, _):
+            await backend.start(ServiceSpec("stubborn", ("sh", "-c", script), stop_timeout=0.5))
+            await until(lambda: len(cgroup_pids(container, "stubborn")) == 2)
+            pids = cgroup_pids(container, "stubborn")
+            t0 = time.monotonic()
+            stopped = await backend.stop("stubborn")
+            assert time.monotonic() - t0 >= 0.5
+            assert stopped.phase in (Phase.STOPPED, Phase.FAILED)  # systemd: Result=timeout
+            assert not any(alive(p) for p in pids)
+
+    run(scenario)
+
+
+def test_reload_runs_through_systemd(container: Container) -> None:
+    flag = f"{container.root}/run/reloaded"
+    script = "trap 'touch /run/reloaded' HUP; while :; do sleep 0.1; done"
+
+    async def scenario() -> None:
+        async with systemd(container) as (backend, _):
+            await backend.start(ServiceSpec("hup", ("sh", "-c", script)))
+            await backend.reload("hup")
+            await asyncio.wait_for(until(lambda: os.path.exists(flag)), 5)
+
+    run(scenario)
+
+
+def test_oneshot_is_running_after_a_clean_exit(container: Container) -> None:
+    async def scenario() -> None:
+        async with systemd(container) as (backend, _):
+            status = await backend.start(ServiceSpec("init-db", ("true",), readiness="exit"))
+            assert status.phase is Phase.RUNNING
+
+    run(scenario)
+
+
+def test_unknown_service_is_one_clear_error(container: Container) -> None:
+    async def scenario() -> None:
+        async with systemd(container) as (backend, _):
+            with pytest.raises(ApplyError, match="ghost: not known"):
+                await backend.stop("ghost")
+
+    run(scenario)
+
+
+def test_new_instance_adopts_running_units_without_restart(container: Container) -> None:
+    spec = ServiceSpec("kept", ("sleep", "1000"), restart_delay=0.1)
+
+    async def scenario() -> None:
+        first = await SystemdBackend.connect(container.bus, container.unit_dir)
+        before = await first.start(spec)
+        await first.close()  # the agent goes away; systemd keeps the unit
+        async with systemd(container) as (second, events):
+            after = await second.start(spec)
+            assert after.pid == before.pid and after.phase is Phase.RUNNING
+            assert [e.cause for e in events] == ["attach"]  # no job, nothing spawned
+            (host_pid,) = cgroup_pids(container, "kept")
+            os.kill(host_pid, signal.SIGKILL)  # a crash is still seen, by the new one
+            await until(lambda: second.status("kept").restarts == 1 and second.status("kept").phase is Phase.RUNNING)
+
+    run(scenario)
+
+
+@pytest.mark.slow
+def test_idle_backend_makes_no_system_calls(container: Container) -> None:
+    driver = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("_driver.py")), "systemd",
+         container.bus, container.unit_dir, "5"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert driver.stdout is not None and driver.stdout.readline().strip() == "ready"
+        counts = idle_syscalls(driver.pid, 10)
+        assert set(counts) <= WAITS, counts
+        assert sum(counts.values()) <= 2, counts
+    finally:
+        driver.terminate()
+        driver.wait(30)
