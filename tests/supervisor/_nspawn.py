@@ -49,9 +49,23 @@ def boot(name: str, log: str, timeout: float = 30.0) -> Container:
     env = {**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            ["systemd-nspawn", "-D", "/", "--volatile=yes", "--private-network", "-b",
-             "--register=no", "--keep-unit", "-M", name, "systemd.firstboot=off"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+            [
+                "systemd-nspawn",
+                "-D",
+                "/",
+                "--volatile=yes",
+                "--private-network",
+                "-b",
+                "--register=no",
+                "--keep-unit",
+                "-M",
+                name,
+                "systemd.firstboot=off",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     deadline = time.monotonic() + timeout
     try:

@@ -56,7 +56,11 @@ def test_status_file_both_layouts() -> None:
     head = bytes(24)
     old = parse_status(head + (1234).to_bytes(8, "big") + (0x0300).to_bytes(2, "big") + b"\x0c")
     new = parse_status(
-        head + (1234).to_bytes(8, "big") + (1234).to_bytes(8, "big") + (0).to_bytes(2, "big") + b"\x04"
+        head
+        + (1234).to_bytes(8, "big")
+        + (1234).to_bytes(8, "big")
+        + (0).to_bytes(2, "big")
+        + b"\x04"
     )
     assert (old.pid, old.exit_code, old.want_up, old.ready) == (1234, 3, True, True)
     assert (new.pid, new.exit_code, new.want_up, new.ready) == (1234, 0, True, False)
@@ -88,7 +92,9 @@ def test_crash_restarts_with_backoff_and_is_seen_as_events(tmp_path: Path) -> No
 
     async def scenario() -> None:
         async with s6(tmp_path) as (backend, events):
-            first = await backend.start(ServiceSpec("flaky", ("sh", "-c", script), restart_delay=0.3))
+            first = await backend.start(
+                ServiceSpec("flaky", ("sh", "-c", script), restart_delay=0.3)
+            )
             t0 = time.monotonic()
             while backend.status("flaky").restarts < 1 or backend.status("flaky").pid is None:
                 await asyncio.sleep(0.05)
@@ -121,9 +127,15 @@ def test_crash_loop_becomes_failed(tmp_path: Path) -> None:
 def test_restart_never_and_on_failure_clean_exit(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with s6(tmp_path) as (backend, _):
-            await backend.start(ServiceSpec("once", ("sh", "-c", "sleep 0.2; exit 1"), restart="never"))
+            await backend.start(
+                ServiceSpec("once", ("sh", "-c", "sleep 0.2; exit 1"), restart="never")
+            )
             await backend.start(ServiceSpec("clean", ("sh", "-c", "sleep 0.2; exit 0")))
-            while {backend.status(n).phase for n in ("once", "clean")} & {Phase.RUNNING, Phase.BACKOFF, Phase.STOPPING}:
+            while {backend.status(n).phase for n in ("once", "clean")} & {
+                Phase.RUNNING,
+                Phase.BACKOFF,
+                Phase.STOPPING,
+            }:
                 await asyncio.sleep(0.05)
             assert backend.status("once").phase is Phase.FAILED
             assert backend.status("clean").phase is Phase.STOPPED
@@ -147,7 +159,9 @@ def test_stop_timeout_kills_the_whole_group(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with s6(tmp_path) as (backend, _):
-            status = await backend.start(ServiceSpec("stubborn", ("sh", "-c", script), stop_timeout=0.5))
+            status = await backend.start(
+                ServiceSpec("stubborn", ("sh", "-c", script), stop_timeout=0.5)
+            )
             while not pidfile.exists() or not pidfile.read_text().strip():
                 await asyncio.sleep(0.02)
             main, child = status.pid, int(pidfile.read_text())
@@ -215,8 +229,14 @@ def test_new_instance_adopts_running_services_without_restart(tmp_path: Path) ->
 @pytest.mark.slow
 def test_idle_backend_makes_no_system_calls(tmp_path: Path) -> None:
     driver = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("_driver.py")), "s6",
-         str(tmp_path / "scan"), str(tmp_path / "state"), "5"],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("_driver.py")),
+            "s6",
+            str(tmp_path / "scan"),
+            str(tmp_path / "state"),
+            "5",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},

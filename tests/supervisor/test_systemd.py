@@ -82,7 +82,9 @@ def test_late_readiness_is_not_running_before_it(container: Container) -> None:
     async def scenario() -> None:
         async with systemd(container) as (backend, events):
             t0 = time.monotonic()
-            status = await backend.start(ServiceSpec("late", ("sh", "-c", script), readiness="notify"))
+            status = await backend.start(
+                ServiceSpec("late", ("sh", "-c", script), readiness="notify")
+            )
             assert time.monotonic() - t0 >= 0.6
             assert status.phase is Phase.RUNNING and status.pid
             phases = [e.status.phase for e in events]
@@ -97,9 +99,16 @@ def test_crash_after_start_is_seen_and_restarted(container: Container) -> None:
 
     async def scenario() -> None:
         async with systemd(container) as (backend, events):
-            first = await backend.start(ServiceSpec("flaky", ("sh", "-c", script), restart_delay=0.2))
+            first = await backend.start(
+                ServiceSpec("flaky", ("sh", "-c", script), restart_delay=0.2)
+            )
             assert first.phase is Phase.RUNNING
-            await until(lambda: backend.status("flaky").restarts == 1 and backend.status("flaky").phase is Phase.RUNNING)
+            await until(
+                lambda: (
+                    backend.status("flaky").restarts == 1
+                    and backend.status("flaky").phase is Phase.RUNNING
+                )
+            )
             assert backend.status("flaky").pid != first.pid
             after = [e.status.phase for e in events if e.status.since >= first.since]
             assert Phase.BACKOFF in after
@@ -110,7 +119,9 @@ def test_crash_after_start_is_seen_and_restarted(container: Container) -> None:
 def test_crash_loop_becomes_failed(container: Container) -> None:
     async def scenario() -> None:
         async with systemd(container) as (backend, _):
-            spec = ServiceSpec("loop", ("sh", "-c", "sleep 0.1; exit 3"), restart_delay=0.05, crash_loop_limit=3)
+            spec = ServiceSpec(
+                "loop", ("sh", "-c", "sleep 0.1; exit 3"), restart_delay=0.05, crash_loop_limit=3
+            )
             await backend.start(spec)
             await until(lambda: backend.status("loop").phase is Phase.FAILED)
             status = backend.status("loop")
@@ -180,7 +191,12 @@ def test_new_instance_adopts_running_units_without_restart(container: Container)
             assert [e.cause for e in events] == ["attach"]  # no job, nothing spawned
             (host_pid,) = cgroup_pids(container, "kept")
             os.kill(host_pid, signal.SIGKILL)  # a crash is still seen, by the new one
-            await until(lambda: second.status("kept").restarts == 1 and second.status("kept").phase is Phase.RUNNING)
+            await until(
+                lambda: (
+                    second.status("kept").restarts == 1
+                    and second.status("kept").phase is Phase.RUNNING
+                )
+            )
 
     run(scenario)
 
@@ -188,8 +204,14 @@ def test_new_instance_adopts_running_units_without_restart(container: Container)
 @pytest.mark.slow
 def test_idle_backend_makes_no_system_calls(container: Container) -> None:
     driver = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("_driver.py")), "systemd",
-         container.bus, container.unit_dir, "5"],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("_driver.py")),
+            "systemd",
+            container.bus,
+            container.unit_dir,
+            "5",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},

@@ -88,11 +88,13 @@ class DBusConnection:
         path: str | None = None,
     ) -> None:
         """Ask the bus for these signals and deliver each one to ``handler``."""
-        server = MatchRule(type="signal", sender=sender, interface=interface, member=member, path=path)
+        server = MatchRule(
+            type="signal", sender=sender, interface=interface, member=member, path=path
+        )
         await self._router.send_and_get_reply(message_bus.AddMatch(server))
         # Locally, match without the sender: signals carry the unique name, not the well-known one.
         local = MatchRule(type=MessageType.signal, interface=interface, member=member, path=path)
-        self._handles.append(self._router.filter(local, queue=_Deliver(handler)))  # type: ignore[arg-type]
+        self._handles.append(self._router.filter(local, queue=_Deliver(handler)))
 
     async def close(self) -> None:
         for handle in self._handles:

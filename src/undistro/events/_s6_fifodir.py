@@ -45,29 +45,31 @@ def fifo_name() -> str:
 
 
 class FifodirListener:
-    """One subscription to one fifodir; ``on_events`` gets each batch of bytes.
+    """One subscription to one fifodir.
 
     Args:
         eventdir: the fifodir, normally ``SVC/event``; it must exist.
-        on_events: called on the loop with the bytes read (one per event).
 
     Example::
 
-        listener = FifodirListener("/run/svc/web/event", print)
-        listener.open(asyncio.get_running_loop())
+        listener = FifodirListener("/run/svc/web/event")
+        listener.open(asyncio.get_running_loop(), print)   # print(b"u"), print(b"U"), ...
         ...
         listener.close()
     """
 
-    def __init__(self, eventdir: str, on_events: Callable[[bytes], None]) -> None:
+    def __init__(self, eventdir: str) -> None:
         self.eventdir = eventdir
-        self.on_events = on_events
+        self.on_events: Callable[[bytes], None] = lambda data: None
         self.path: str | None = None
         self._rfd = -1
         self._wfd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+    def open(self, loop: asyncio.AbstractEventLoop, on_events: Callable[[bytes], None]) -> None:
+        """Create the fifo and call ``on_events`` on the loop with each batch of
+        event bytes (one byte per event) from now on."""
+        self.on_events = on_events
         name = fifo_name()
         tmp = os.path.join(self.eventdir, "." + name)
         final = os.path.join(self.eventdir, name)

@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from undistro.errors import ApplyError
 from undistro.events._s6_fifodir import FifodirListener
@@ -65,6 +66,11 @@ class _Service:
     raw: S6Status | None = None
     status: ServiceStatus | None = None
     waiters: list[_Waiter] = field(default_factory=list)
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def phase_of(raw: S6Status | None, spec: ServiceSpec, want_up: bool) -> Phase:
@@ -190,7 +196,7 @@ class S6Backend:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         pidfd = os.pidfd_open(proc.pid)
-        loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+        loop.add_reader(pidfd, _settle, done)
         try:
             await done
         finally:
@@ -234,9 +240,8 @@ class S6Backend:
         svc = self._services.get(spec.name)
         if svc is None:
             os.makedirs(os.path.join(path, "event"), mode=0o700, exist_ok=True)
-            svc = _Service(spec, path, FifodirListener(os.path.join(path, "event"), lambda b: None))
-            svc.listener.on_events = lambda data, s=svc: self._on_events(s, data)
-            svc.listener.open(asyncio.get_running_loop())
+            svc = _Service(spec, path, FifodirListener(os.path.join(path, "event")))
+            svc.listener.open(asyncio.get_running_loop(), partial(self._on_events, svc))
             self._services[spec.name] = svc
             if not self._supervised(svc):
                 await self._supervise(svc)
@@ -277,7 +282,7 @@ class S6Backend:
         loop = asyncio.get_running_loop()
         r, w = os.pipe()
         ready: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(r, lambda: ready.done() or ready.set_result(None))
+        loop.add_reader(r, _settle, ready)
         log = open(os.path.join(self.state_dir, "s6-svscan.log"), "ab")  # noqa: SIM115
         try:
             # A session of its own: the scanner and the services outlive the agent.

@@ -39,7 +39,10 @@ PGID_FILE = "undistro-pgid"
 SPEC_FILE = "undistro-spec"
 # Every death counts towards the crash loop except ones the agent asked for (those
 # happen with want-up cleared, so s6 never reads finish's verdict for them).
-_CRASHES = "1-255,SIGHUP,SIGINT,SIGQUIT,SIGILL,SIGTRAP,SIGABRT,SIGBUS,SIGFPE,SIGKILL,SIGUSR1,SIGSEGV,SIGUSR2,SIGPIPE,SIGALRM,SIGTERM"
+_CRASHES = (
+    "1-255,SIGHUP,SIGINT,SIGQUIT,SIGILL,SIGTRAP,SIGABRT,SIGBUS,SIGFPE,SIGKILL,"
+    "SIGUSR1,SIGSEGV,SIGUSR2,SIGPIPE,SIGALRM,SIGTERM"
+)
 _DTALLY_ENTRY = 14  # bytes per death in supervise/death_tally: TAI64N + exit code + signal
 
 

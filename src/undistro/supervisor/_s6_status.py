@@ -50,7 +50,7 @@ class S6Status:
 
 def _tai(b: bytes) -> float:
     secs, nanos = struct.unpack(">QI", b)
-    return secs - _TAI_EPOCH - 10 + nanos / 1e9
+    return float(secs - _TAI_EPOCH - 10 + nanos / 1e9)
 
 
 def parse_status(data: bytes) -> S6Status:

@@ -121,7 +121,9 @@ class SystemdBackend:
         """Open the bus, subscribe to systemd's signals, return the backend."""
         bus = await DBusConnection.open(address)
         backend = cls(bus, unit_dir)
-        await bus.on_signal(backend._on_job_removed, sender=SYSTEMD, interface=MANAGER, member="JobRemoved")
+        await bus.on_signal(
+            backend._on_job_removed, sender=SYSTEMD, interface=MANAGER, member="JobRemoved"
+        )
         await bus.call(SYSTEMD, MANAGER_PATH, MANAGER, "Subscribe")
         return backend
 
@@ -167,10 +169,10 @@ class SystemdBackend:
     async def close(self) -> None:
         """Drop the connection; the units keep running under systemd."""
         for unit in self._units.values():
-            for _, fut in unit.waiters:
-                fut.cancel()
-        for fut in self._jobs.values():
-            fut.cancel()
+            for _, waiter in unit.waiters:
+                waiter.cancel()
+        for job in self._jobs.values():
+            job.cancel()
         self._units.clear()
         self._by_path.clear()
         await self.bus.close()
@@ -187,7 +189,9 @@ class SystemdBackend:
         except KeyError:
             raise ApplyError(f"service {name}: not known to the systemd backend") from None
 
-    async def _manager(self, method: str, signature: str | None = None, body: tuple[Any, ...] = ()) -> Any:
+    async def _manager(
+        self, method: str, signature: str | None = None, body: tuple[Any, ...] = ()
+    ) -> Any:
         reply = await self.bus.call(SYSTEMD, MANAGER_PATH, MANAGER, method, signature, body)
         return reply[0] if reply else None
 
@@ -236,7 +240,9 @@ class SystemdBackend:
             raise ApplyError(f"service {unit.spec.name}: {method} job {result}")
         return status
 
-    def _wait(self, unit: _Unit, until: Callable[[ServiceStatus], bool]) -> asyncio.Future[ServiceStatus]:
+    def _wait(
+        self, unit: _Unit, until: Callable[[ServiceStatus], bool]
+    ) -> asyncio.Future[ServiceStatus]:
         fut: asyncio.Future[ServiceStatus] = asyncio.get_running_loop().create_future()
         unit.waiters.append((until, fut))
         return fut
@@ -256,7 +262,7 @@ class SystemdBackend:
         unit = self._by_path.get(path)
         if unit is None:
             return
-        iface, changed, _invalidated = body
+        _iface, changed, _invalidated = body
         fresh = {k: v[1] for k, v in changed.items() if k in _WATCHED}
         if not fresh:
             return

@@ -28,12 +28,7 @@ def unit_name(service: str) -> str:
 def quote(word: str, *, command: bool = True) -> str:
     """One word in unit-file syntax, with no specifier or variable expansion:
     ``a "b"`` -> ``"a \\"b\\""``; in a command, ``$HOME`` -> ``"$$HOME"``."""
-    escaped = (
-        word.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("%", "%%")
-    )
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("%", "%%")
     if command:
         escaped = escaped.replace("$", "$$")
     return f'"{escaped}"'
