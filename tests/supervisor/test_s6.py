@@ -6,20 +6,20 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.supervisor._driver import idle_spec
 from tests.supervisor._idle import WAITS, idle_syscalls
+from tests.supervisor._procs import alive, run, start_driver
 from undistro.errors import ApplyError
 from undistro.events._s6_fifodir import fifo_name
 from undistro.supervisor import Phase, S6Backend, ServiceEvent, ServiceSpec
-from undistro.supervisor._s6_status import parse_status
+from undistro.supervisor._s6_status import parse_status, read_status
 
 pytestmark = pytest.mark.skipif(shutil.which("s6-svscan") is None, reason="s6 is not installed")
 
@@ -33,18 +33,6 @@ async def s6(tmp: Path) -> AsyncIterator[tuple[S6Backend, list[ServiceEvent]]]:
         yield backend, events
     finally:
         await backend.shutdown()
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), 60))
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_fifo_name_has_the_ftrig1_shape() -> None:
@@ -226,23 +214,33 @@ def test_new_instance_adopts_running_services_without_restart(tmp_path: Path) ->
     run(scenario)
 
 
+def test_agent_killed_9_leaves_services_running_and_readopted(tmp_path: Path) -> None:
+    scan, state = str(tmp_path / "scan"), str(tmp_path / "state")
+    driver = start_driver("s6", scan, state, "3")
+    try:
+        pids = [read_status(f"{state}/s6/idle{i}").pid for i in range(3)]
+        driver.kill()  # kill -9: no close(), no shutdown()
+        driver.wait()
+        assert all(alive(p) for p in pids)
+
+        async def scenario() -> None:
+            async with s6(tmp_path) as (backend, events):
+                again = [await backend.start(idle_spec(i)) for i in range(3)]
+                assert [st.pid for st in again] == pids
+                assert all(st.phase is Phase.RUNNING for st in again)
+                assert not any("u" in e.cause for e in events)  # no duplicate started
+
+        run(scenario)  # its shutdown() stops the scanner the dead driver started
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+
+
 @pytest.mark.slow
 def test_idle_backend_makes_no_system_calls(tmp_path: Path) -> None:
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("_driver.py")),
-            "s6",
-            str(tmp_path / "scan"),
-            str(tmp_path / "state"),
-            "5",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
+    driver = start_driver("s6", str(tmp_path / "scan"), str(tmp_path / "state"), "5")
     try:
-        assert driver.stdout is not None and driver.stdout.readline().strip() == "ready"
         counts = idle_syscalls(driver.pid, 10)
         assert set(counts) <= WAITS, counts
         assert sum(counts.values()) <= 2, counts

@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 
+from tests.supervisor._driver import idle_spec
 from tests.supervisor._idle import WAITS, idle_syscalls
 from tests.supervisor._nspawn import Container, boot, poweroff, why_not
+from tests.supervisor._procs import alive, run, start_driver, until
 from undistro.errors import ApplyError
 from undistro.supervisor import Phase, ServiceEvent, ServiceSpec, SystemdBackend
 
@@ -49,10 +48,6 @@ async def systemd(box: Container) -> AsyncIterator[tuple[SystemdBackend, list[Se
         await backend.close()
 
 
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), 60))
-
-
 def cgroup_pids(box: Container, name: str) -> list[int]:
     """Host pids of every process in the unit's cgroup (the container's pids differ)."""
     path = f"{box.root}/sys/fs/cgroup/system.slice/undistro-{name}.service/cgroup.procs"
@@ -61,19 +56,6 @@ def cgroup_pids(box: Container, name: str) -> list[int]:
             return [int(p) for p in f.read().split()]
     except FileNotFoundError:
         return []
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-async def until(check: Callable[[], bool]) -> None:
-    while not check():
-        await asyncio.sleep(0.05)
 
 
 def test_late_readiness_is_not_running_before_it(container: Container) -> None:
@@ -201,23 +183,31 @@ def test_new_instance_adopts_running_units_without_restart(container: Container)
     run(scenario)
 
 
+def test_agent_killed_9_leaves_units_running_and_readopted(container: Container) -> None:
+    driver = start_driver("systemd", container.bus, container.unit_dir, "3")
+    try:
+        pids = [cgroup_pids(container, f"idle{i}") for i in range(3)]
+        driver.kill()  # kill -9: the D-Bus connection just drops
+        driver.wait()
+
+        async def scenario() -> None:
+            async with systemd(container) as (backend, events):
+                again = [await backend.start(idle_spec(i)) for i in range(3)]
+                assert all(st.phase is Phase.RUNNING for st in again)
+                assert [cgroup_pids(container, f"idle{i}") for i in range(3)] == pids
+                assert {e.cause for e in events} == {"attach"}  # no job, no duplicate
+
+        run(scenario)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+
+
 @pytest.mark.slow
 def test_idle_backend_makes_no_system_calls(container: Container) -> None:
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("_driver.py")),
-            "systemd",
-            container.bus,
-            container.unit_dir,
-            "5",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
+    driver = start_driver("systemd", container.bus, container.unit_dir, "5")
     try:
-        assert driver.stdout is not None and driver.stdout.readline().strip() == "ready"
         counts = idle_syscalls(driver.pid, 10)
         assert set(counts) <= WAITS, counts
         assert sum(counts.values()) <= 2, counts

@@ -186,23 +186,48 @@ class S6Backend:
         self._services.clear()
 
     async def shutdown(self) -> None:
-        """Close, then stop the s6-svscan this instance started (and with it every
-        service under it). For tests and for tearing a scan directory down."""
+        """Close, then stop the s6-svscan undistro started on this scan directory
+        (by this instance or an earlier one: its pid is recorded) and with it
+        every service under it. For tests and for tearing a scan directory down."""
         await self.close()
         proc, self._scanner = self._scanner, None
-        if proc is None:
-            return
-        proc.terminate()
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        pidfd = os.pidfd_open(proc.pid)
-        loop.add_reader(pidfd, _settle, done)
-        try:
-            await done
-        finally:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
+        pid = proc.pid if proc is not None else self._recorded_scanner()
+        if pid is not None:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                pidfd = -1
+            if pidfd >= 0:
+                loop = asyncio.get_running_loop()
+                done: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(pidfd, _settle, done)
+                try:
+                    signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+                    await done  # s6-svscan exits once every s6-supervise under it has
+                finally:
+                    loop.remove_reader(pidfd)
+                    os.close(pidfd)
+        if proc is not None:
             proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._scanner_pidfile)
+
+    @property
+    def _scanner_pidfile(self) -> str:
+        return os.path.join(self.state_dir, "s6-svscan.pid")
+
+    def _recorded_scanner(self) -> int | None:
+        """The recorded s6-svscan pid, if that process is still s6-svscan on our scandir."""
+        try:
+            with open(self._scanner_pidfile) as f:
+                pid = int(f.read())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        if os.path.basename(argv[0]) == b"s6-svscan" and self.scandir.encode() in argv:
+            return pid
+        return None
 
     def stats(self) -> dict[str, int]:
         """A cheap snapshot for ``undistro status``."""
@@ -295,6 +320,7 @@ class S6Backend:
                 start_new_session=True,
             )
             os.close(w)
+            write_if_changed(self._scanner_pidfile, f"{self._scanner.pid}\n")
             await ready
         finally:
             loop.remove_reader(r)
