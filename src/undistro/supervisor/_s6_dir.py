@@ -13,9 +13,9 @@ while the agent is down:
                       through ``s6-permafailon`` once the crash-loop limit is
                       hit; otherwise sleeps the backoff before s6 respawns.
 ``notification-fd``   readiness = notify: the service writes a newline to fd 3.
-``timeout-kill``      stop timeout; then SIGKILL (to the group from s6 2.13
-                      with ``flag-timeout-killpg``; before that ``finish``
-                      kills the group).
+``timeout-kill``      stop timeout; then SIGKILL to the process, and
+                      ``finish`` kills the rest of its group (s6 after
+                      2.13.2 does that itself with ``flag-timeout-killpg``).
 ``down-signal``       the stop signal.
 ``down``              always: s6 never starts a service on its own; the
                       agent converges what it requires first, then says ``u``.
@@ -89,8 +89,9 @@ def render_finish(spec: ServiceSpec) -> str:
     lines = [
         "#!/bin/sh",
         "# $1: exit code of ./run (256 if killed by a signal); $2: the signal",
-        f'pg=$(cat {PGID_FILE} 2>/dev/null) && [ -n "$pg" ] && kill -KILL "-$pg" 2>/dev/null',
-        f"rm -f {PGID_FILE}",
+        f"pg=; {{ read -r pg < {PGID_FILE}; }} 2>/dev/null",
+        '[ -n "$pg" ] && kill -KILL "-$pg" 2>/dev/null',
+        f": > {PGID_FILE}",  # a builtin: no process for the cleanup
     ]
     if spec.restart == "never" or spec.readiness == "exit":
         lines.append("exit 0")  # started with "o": s6 will not respawn it anyway
