@@ -15,8 +15,8 @@ import pytest
 
 from tests.supervisor._driver import idle_spec
 from tests.supervisor._idle import WAITS, idle_syscalls
-from tests.supervisor._procs import alive, run, start_driver
-from undistro.errors import ApplyError
+from tests.supervisor._procs import alive, run, start_driver, until
+from undistro.errors import ApplyError, ValidationError
 from undistro.events._s6_fifodir import fifo_name
 from undistro.supervisor import Phase, S6Backend, ServiceEvent, ServiceSpec
 from undistro.supervisor._s6_status import parse_status, read_status
@@ -160,6 +160,64 @@ def test_stop_timeout_kills_the_whole_group(tmp_path: Path) -> None:
             assert stopped.phase is Phase.STOPPED
             assert stopped.exit_status is None  # killed, by SIGKILL
             assert not alive(main) and not alive(child)
+
+    run(scenario)
+
+
+def test_stop_during_backoff_is_prompt(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, _):
+            await backend.start(
+                ServiceSpec("slow", ("sh", "-c", "sleep 0.2; exit 1"), restart_delay=5)
+            )
+            await until(lambda: backend.status("slow").phase is Phase.BACKOFF)
+            await asyncio.sleep(0.2)  # into finish's backoff sleep
+            t0 = time.monotonic()
+            stopped = await backend.stop("slow")
+            assert time.monotonic() - t0 < 2
+            assert stopped.phase is Phase.STOPPED
+
+    run(scenario)
+
+
+def test_changed_spec_restarts_with_the_new_command(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, _):
+            old = await backend.start(ServiceSpec("svc", ("sleep", "1000")))
+            same = await backend.start(ServiceSpec("svc", ("sleep", "1000")))
+            assert same.pid == old.pid
+            new = await backend.start(ServiceSpec("svc", ("sleep", "1001")))
+            assert new.phase is Phase.RUNNING and new.pid != old.pid
+            with open(f"/proc/{new.pid}/cmdline", "rb") as f:
+                assert f.read() == b"sleep\x001001\x00"
+
+    run(scenario)
+
+
+def test_environment_and_working_directory(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    spec = ServiceSpec(
+        "env",
+        ("sh", "-c", f'echo "$GREETING $(pwd)" > {out}; exec sleep 1000'),
+        environment={"GREETING": "hello world"},
+        working_directory="/tmp",
+    )
+
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, _):
+            await backend.start(spec)
+            await until(lambda: out.exists() and out.read_text().endswith("\n"))
+            assert out.read_text() == "hello world /tmp\n"
+
+    run(scenario)
+
+
+def test_bad_spec_is_one_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, _):
+            with pytest.raises(ValidationError, match="stop_signal"):
+                await backend.start(ServiceSpec("bad", ("true",), stop_signal="SIGNOPE"))
+            assert not (tmp_path / "state" / "s6" / "bad").exists()
 
     run(scenario)
 

@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.supervisor._driver import idle_spec
 from tests.supervisor._idle import WAITS, idle_syscalls
 from tests.supervisor._nspawn import Container, boot, poweroff, why_not
 from tests.supervisor._procs import alive, run, start_driver, until
-from undistro.errors import ApplyError
+from undistro.errors import ApplyError, ValidationError
 from undistro.supervisor import Phase, ServiceEvent, ServiceSpec, SystemdBackend
 
 
@@ -179,6 +180,49 @@ def test_new_instance_adopts_running_units_without_restart(container: Container)
                     and second.status("kept").phase is Phase.RUNNING
                 )
             )
+
+    run(scenario)
+
+
+def test_changed_spec_restarts_with_the_new_command(container: Container) -> None:
+    async def scenario() -> None:
+        async with systemd(container) as (backend, _):
+            old = await backend.start(ServiceSpec("svc", ("sleep", "1000")))
+            same = await backend.start(ServiceSpec("svc", ("sleep", "1000")))
+            assert same.pid == old.pid
+            new = await backend.start(ServiceSpec("svc", ("sleep", "1001")))
+            assert new.phase is Phase.RUNNING and new.pid != old.pid
+            (host_pid,) = cgroup_pids(container, "svc")
+            with open(f"/proc/{host_pid}/cmdline", "rb") as f:
+                assert f.read() == b"sleep\x001001\x00"
+
+    run(scenario)
+
+
+def test_environment_and_working_directory(container: Container) -> None:
+    out = Path(f"{container.root}/run/env.out")
+    spec = ServiceSpec(
+        "env",
+        ("sh", "-c", 'echo "$GREETING $(pwd)" > /run/env.out; exec sleep 1000'),
+        environment={"GREETING": "hello $world"},
+        working_directory="/tmp",
+    )
+
+    async def scenario() -> None:
+        async with systemd(container) as (backend, _):
+            await backend.start(spec)
+            await until(lambda: out.exists() and out.read_text().endswith("\n"))
+            assert out.read_text() == "hello $world /tmp\n"
+
+    run(scenario)
+
+
+def test_bad_spec_is_one_clear_error_and_writes_nothing(container: Container) -> None:
+    async def scenario() -> None:
+        async with systemd(container) as (backend, _):
+            with pytest.raises(ValidationError, match="field 'restart'"):
+                await backend.start(ServiceSpec("bad", ("true",), restart="sometimes"))
+            assert not os.path.exists(f"{container.unit_dir}/undistro-bad.service")
 
     run(scenario)
 

@@ -28,6 +28,7 @@ from undistro.supervisor._files import write_if_changed
 from undistro.supervisor._s6_dir import SPEC_FILE, render, spec_digest
 from undistro.supervisor._s6_status import S6Status, read_status
 from undistro.supervisor._spec import EventSink, Phase, ServiceEvent, ServiceSpec, ServiceStatus
+from undistro.supervisor._spec_check import check_spec
 
 # Signals s6-supervise 2.11 relays by letter; others go straight to the pid.
 _SIGNAL_LETTERS = {
@@ -83,10 +84,12 @@ def phase_of(raw: S6Status | None, spec: ServiceSpec, want_up: bool) -> Phase:
         if spec.readiness == "notify" and not raw.ready:
             return Phase.STARTING
         return Phase.RUNNING
-    if raw.want_up:
+    if raw.want_up and want_up:
         return Phase.BACKOFF  # in ./finish (the backoff sleep) or in s6's 1 s respawn throttle
-    if raw.finishing or not want_up:
-        return Phase.STOPPING if raw.finishing else Phase.STOPPED
+    if raw.finishing:
+        return Phase.STOPPING
+    if not want_up:
+        return Phase.STOPPED
     if raw.exit_code == 0:
         return Phase.RUNNING if spec.readiness == "exit" else Phase.STOPPED
     return Phase.FAILED  # restart = never, or s6-permafailon declared the crash loop
@@ -149,11 +152,39 @@ class S6Backend:
         svc = self._get(name)
         svc.want_up = False
         raw = svc.raw
-        if raw is None or not (raw.up or raw.finishing or raw.want_up):
+        if raw is None or not (raw.up or raw.finishing):
+            if raw is not None and raw.want_up:
+                # Down, in s6's respawn throttle: "d" cancels the respawn and no event follows.
+                self._write_control(svc, "d")
             return self._refresh(svc, "")
-        return await self._command(
-            svc, "d", lambda st, ev: st.phase in (Phase.STOPPED, Phase.FAILED) and "D" in ev
+        fut = self._wait(
+            svc, lambda st, ev: st.phase in (Phase.STOPPED, Phase.FAILED) and "D" in ev
         )
+        self._write_control(svc, "d")
+        if raw.finishing:
+            self._cut_backoff(svc, raw.pid)
+        return await fut
+
+    def _cut_backoff(self, svc: _Service, pid: int) -> None:
+        """End a finish script that is sleeping out its backoff, so a stop is prompt.
+
+        Only once it is the ``sleep`` (finish execs into it after killing the
+        group): killing it earlier could leave the group alive. s6 then reads
+        the finish's death as an ordinary end, and the service stays down.
+        """
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+            if comm == "sleep" and os.readlink(f"/proc/{pid}/cwd") == os.path.realpath(svc.path):
+                signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        finally:
+            os.close(pidfd)
 
     async def restart(self, spec: ServiceSpec) -> ServiceStatus:
         if spec.name in self._services:
@@ -247,8 +278,10 @@ class S6Backend:
         Returns the record and whether the directory's spec changed (which
         needs a restart for a running service to pick it up).
         """
+        check_spec(spec)
         path = os.path.join(self.state_dir, "s6", spec.name)
         logdir = os.path.join(self.state_dir, "logs", spec.name)
+        files = render(spec, logdir)
         for d in (path, os.path.join(path, "log"), logdir):
             os.makedirs(d, exist_ok=True)
         try:
@@ -256,7 +289,7 @@ class S6Backend:
                 changed = f.read().strip() != spec_digest(spec)
         except FileNotFoundError:
             changed = True
-        for rel, (content, mode) in render(spec, logdir).items():
+        for rel, (content, mode) in files.items():
             write_if_changed(os.path.join(path, rel), content, mode)
         if spec.readiness != "notify":
             with contextlib.suppress(FileNotFoundError):

@@ -24,6 +24,7 @@ from undistro.errors import ApplyError
 from undistro.events._dbus import DBusConnection
 from undistro.supervisor._files import write_if_changed
 from undistro.supervisor._spec import EventSink, Phase, ServiceEvent, ServiceSpec, ServiceStatus
+from undistro.supervisor._spec_check import check_spec
 from undistro.supervisor._systemd_unit import render_unit, unit_name
 
 SYSTEMD = "org.freedesktop.systemd1"
@@ -197,6 +198,7 @@ class SystemdBackend:
 
     async def _attach(self, spec: ServiceSpec) -> tuple[_Unit, bool]:
         """Write the unit file, reload if it changed, load and watch the unit."""
+        check_spec(spec)
         name = unit_name(spec.name)
         os.makedirs(self.unit_dir, exist_ok=True)
         changed = write_if_changed(os.path.join(self.unit_dir, name), render_unit(spec))
