@@ -25,7 +25,7 @@ from functools import partial
 from undistro.errors import ApplyError
 from undistro.events._s6_fifodir import FifodirListener
 from undistro.supervisor._files import write_if_changed
-from undistro.supervisor._s6_dir import SPEC_FILE, render, spec_digest
+from undistro.supervisor._s6_dir import DTALLY_ENTRY, SPEC_FILE, render, spec_digest
 from undistro.supervisor._s6_status import S6Status, read_status
 from undistro.supervisor._spec import EventSink, Phase, ServiceEvent, ServiceSpec, ServiceStatus
 from undistro.supervisor._spec_check import check_spec
@@ -44,7 +44,6 @@ _SIGNAL_LETTERS = {
     "SIGCONT": "c",
     "SIGWINCH": "y",
 }
-_DTALLY_ENTRY = 14
 _FINAL = frozenset({Phase.RUNNING, Phase.FAILED, Phase.STOPPED})
 
 Predicate = Callable[[ServiceStatus, str], bool]
@@ -156,7 +155,7 @@ class S6Backend:
             if raw is not None and raw.want_up:
                 # Down, in s6's respawn throttle: "d" cancels the respawn and no event follows.
                 self._write_control(svc, "d")
-            return self._refresh(svc, "")
+            return self._refresh(svc)
         fut = self._wait(
             svc, lambda st, ev: st.phase in (Phase.STOPPED, Phase.FAILED) and "D" in ev
         )
@@ -305,7 +304,7 @@ class S6Backend:
                 await self._supervise(svc)
             svc.raw = read_status(path)
             svc.want_up = bool(svc.raw and (svc.raw.want_up or svc.raw.up))
-            self._refresh(svc, "attach")
+            self._refresh(svc)
         svc.spec = spec
         return svc, changed
 
@@ -412,7 +411,7 @@ class S6Backend:
         self._events += 1
         letters = data.decode("ascii", "replace")
         svc.raw = read_status(svc.path)
-        status = self._refresh(svc, letters)
+        status = self._refresh(svc)
         event = ServiceEvent(status, f"s6: {letters}" + self._detail(svc, letters))
         for sink in self._sinks:
             sink(event)
@@ -433,13 +432,13 @@ class S6Backend:
         assert svc.status is not None
         return svc.status
 
-    def _refresh(self, svc: _Service, letters: str) -> ServiceStatus:
+    def _refresh(self, svc: _Service) -> ServiceStatus:
         raw = svc.raw
         phase = phase_of(raw, svc.spec, svc.want_up)
         restarts = 0
         with contextlib.suppress(FileNotFoundError):
             deaths = os.stat(os.path.join(svc.path, "supervise", "death_tally")).st_size
-            restarts = deaths // _DTALLY_ENTRY
+            restarts = deaths // DTALLY_ENTRY
         old = svc.status
         since = old.since if old is not None and old.phase is phase else time.time()
         status = ServiceStatus(

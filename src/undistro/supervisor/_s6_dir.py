@@ -43,7 +43,7 @@ _CRASHES = (
     "1-255,SIGHUP,SIGINT,SIGQUIT,SIGILL,SIGTRAP,SIGABRT,SIGBUS,SIGFPE,SIGKILL,"
     "SIGUSR1,SIGSEGV,SIGUSR2,SIGPIPE,SIGALRM,SIGTERM"
 )
-_DTALLY_ENTRY = 14  # bytes per death in supervise/death_tally: TAI64N + exit code + signal
+DTALLY_ENTRY = 14  # bytes per death in supervise/death_tally: TAI64N + exit code + signal
 
 
 def spec_digest(spec: ServiceSpec) -> str:
@@ -106,7 +106,7 @@ def render_finish(spec: ServiceSpec) -> str:
         lines.append('[ "$1" = 0 ] && exit 125')
     cases = " ".join(f"{n + 1}) d={d:g} ;;" for n, d in enumerate(backoff_delays(spec)))
     lines += [
-        f"n=$(( $(wc -c < supervise/death_tally) / {_DTALLY_ENTRY} ))",
+        f"n=$(( $(wc -c < supervise/death_tally) / {DTALLY_ENTRY} ))",
         f"case $n in {cases} *) d={spec.restart_delay_max:g} ;; esac",
         f"exec s6-permafailon {max(1, round(spec.crash_loop_window))} "
         f'{max(spec.crash_loop_limit, 1)} {_CRASHES} sleep "$d"',

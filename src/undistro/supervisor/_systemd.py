@@ -77,6 +77,17 @@ def phase_of(props: dict[str, Any], spec: ServiceSpec, previous: Phase, want_up:
 
 
 @dataclass
+class _JobWait:
+    """One job being waited for. Registered under the unit's name *before* the
+    call: the JobRemoved of a quick job can be handled before the coroutine
+    that made the call resumes with the job's path."""
+
+    future: asyncio.Future[str]
+    job: str | None = None
+    seen: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class _Unit:
     spec: ServiceSpec
     unit: str
@@ -113,7 +124,7 @@ class SystemdBackend:
         self.unit_dir = unit_dir
         self._units: dict[str, _Unit] = {}
         self._by_path: dict[str, _Unit] = {}
-        self._jobs: dict[str, asyncio.Future[str]] = {}
+        self._job_waits: dict[str, list[_JobWait]] = {}
         self._sinks: list[EventSink] = []
         self._events = 0
 
@@ -172,8 +183,9 @@ class SystemdBackend:
         for unit in self._units.values():
             for _, waiter in unit.waiters:
                 waiter.cancel()
-        for job in self._jobs.values():
-            job.cancel()
+        for waits in self._job_waits.values():
+            for wait in waits:
+                wait.future.cancel()
         self._units.clear()
         self._by_path.clear()
         await self.bus.close()
@@ -230,12 +242,14 @@ class SystemdBackend:
 
     async def _job(self, unit: _Unit, method: str) -> ServiceStatus:
         """Queue a job and wait for its JobRemoved; then the unit's state says the rest."""
-        job = await self._manager(method, "ss", (unit.unit, "replace"))
-        fut = self._jobs.setdefault(job, asyncio.get_running_loop().create_future())
+        wait = _JobWait(asyncio.get_running_loop().create_future())
+        waits = self._job_waits.setdefault(unit.unit, [])
+        waits.append(wait)
         try:
-            result = await fut
+            wait.job = await self._manager(method, "ss", (unit.unit, "replace"))
+            result = wait.seen.get(wait.job) or await wait.future
         finally:
-            self._jobs.pop(job, None)
+            waits.remove(wait)
         await self._read_properties(unit)
         status = self._update(unit, f"systemd: {method} {result}")
         if result not in ("done", "skipped") and status.phase is not Phase.FAILED:
@@ -252,13 +266,11 @@ class SystemdBackend:
     # -- signals ----------------------------------------------------------------
 
     def _on_job_removed(self, path: str, member: str, body: tuple[Any, ...]) -> None:
-        _id, job, _unit, result = body
-        fut = self._jobs.get(job)
-        if fut is None:
-            # The reply with the job path may come after the signal: keep the result.
-            fut = self._jobs[job] = asyncio.get_running_loop().create_future()
-        if not fut.done():
-            fut.set_result(result)
+        _id, job, unit_name, result = body
+        for wait in self._job_waits.get(unit_name, ()):
+            wait.seen[job] = result
+            if job == wait.job and not wait.future.done():
+                wait.future.set_result(result)
 
     def _on_properties(self, path: str, member: str, body: tuple[Any, ...]) -> None:
         unit = self._by_path.get(path)
