@@ -73,3 +73,29 @@ def test_dbus_errors_become_one_line_apply_errors(session_bus: str, tmp_path: Pa
             await DBusConnection.open(f"unix:path={tmp_path}/no-such-bus")
 
     asyncio.run(scenario())
+
+
+def test_losing_the_bus_is_reported(tmp_path: Path) -> None:
+    if shutil.which("dbus-daemon") is None:
+        pytest.skip("dbus-daemon is not installed (Debian dbus)")
+    address = f"unix:path={tmp_path}/bus"
+    daemon = subprocess.Popen(
+        ["dbus-daemon", "--session", "--nofork", "--print-address=1", f"--address={address}"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert daemon.stdout is not None and daemon.stdout.readline()
+
+        async def scenario() -> None:
+            bus = await DBusConnection.open(address)
+            lost = asyncio.Event()
+            bus.on_lost(lost.set)
+            daemon.terminate()
+            await asyncio.wait_for(lost.wait(), 5)
+            assert bus.closed
+            await bus.close()
+
+        asyncio.run(scenario())
+    finally:
+        daemon.terminate()
+        daemon.wait(10)

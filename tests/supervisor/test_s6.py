@@ -212,6 +212,19 @@ def test_environment_and_working_directory(tmp_path: Path) -> None:
     run(scenario)
 
 
+def test_output_goes_to_the_rotated_log(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with s6(tmp_path) as (backend, _):
+            await backend.start(
+                ServiceSpec("talk", ("sh", "-c", "echo hello; echo oops >&2; exec sleep 1000"))
+            )
+            log = Path(backend.log_file("talk"))
+            await until(lambda: log.exists() and "oops" in log.read_text())
+            assert "hello" in log.read_text()
+
+    run(scenario)
+
+
 def test_bad_spec_is_one_clear_error_and_writes_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with s6(tmp_path) as (backend, _):

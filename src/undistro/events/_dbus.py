@@ -10,6 +10,7 @@ match rules added here, so only the signals asked for ever cross the socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,13 @@ class _Deliver:
         self.handler(fields[HeaderFields.path], fields[HeaderFields.member], msg.body)
 
 
+def _consume(task: asyncio.Task[None]) -> None:
+    # The receiver ends with EOFError when the bus goes away; on_lost() reports
+    # that, so the exception is taken here rather than logged as "never retrieved".
+    if not task.cancelled():
+        task.exception()
+
+
 class DBusConnection:
     """One connection to one bus.
 
@@ -51,6 +59,8 @@ class DBusConnection:
         self._router = router
         self.address = address
         self._handles: list[FilterHandle] = []
+        self._closing = False
+        router._rcv_task.add_done_callback(_consume)
 
     @classmethod
     async def open(cls, address: str) -> DBusConnection:
@@ -96,12 +106,24 @@ class DBusConnection:
         local = MatchRule(type=MessageType.signal, interface=interface, member=member, path=path)
         self._handles.append(self._router.filter(local, queue=_Deliver(handler)))
 
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once if the bus goes away under us (not on close())."""
+
+        def done(task: asyncio.Task[None]) -> None:
+            if not self._closing:
+                callback()
+
+        self._router._rcv_task.add_done_callback(done)
+
     async def close(self) -> None:
+        self._closing = True
         for handle in self._handles:
             handle.close()
         self._handles.clear()
-        await self._router.__aexit__(None, None, None)
-        await self._router._conn.close()
+        if not self.closed:
+            await self._router.__aexit__(None, None, None)
+        with contextlib.suppress(OSError):  # the bus may be gone already
+            await self._router._conn.close()
 
     @property
     def closed(self) -> bool:

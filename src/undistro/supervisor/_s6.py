@@ -259,6 +259,11 @@ class S6Backend:
             return pid
         return None
 
+    def log_file(self, name: str) -> str:
+        """The service's current log (stdout and stderr, timestamped by s6-log,
+        rotated by size into the same directory), for ``undistro logs``."""
+        return os.path.join(self.state_dir, "logs", name, "current")
+
     def stats(self) -> dict[str, int]:
         """A cheap snapshot for ``undistro status``."""
         return {"services": len(self._services), "events": self._events}

@@ -137,6 +137,7 @@ class SystemdBackend:
             backend._on_job_removed, sender=SYSTEMD, interface=MANAGER, member="JobRemoved"
         )
         await bus.call(SYSTEMD, MANAGER_PATH, MANAGER, "Subscribe")
+        bus.on_lost(backend._on_bus_lost)
         return backend
 
     # -- the Backend protocol -------------------------------------------------
@@ -271,6 +272,19 @@ class SystemdBackend:
             wait.seen[job] = result
             if job == wait.job and not wait.future.done():
                 wait.future.set_result(result)
+
+    def _on_bus_lost(self) -> None:
+        """systemd or its bus went away: nothing more will arrive, so fail every wait."""
+        error = ApplyError(f"lost the D-Bus connection to systemd at {self.bus.address}")
+        for waits in self._job_waits.values():
+            for wait in waits:
+                if not wait.future.done():
+                    wait.future.set_exception(error)
+        for unit in self._units.values():
+            for _, future in unit.waiters:
+                if not future.done():
+                    future.set_exception(error)
+            unit.waiters.clear()
 
     def _on_properties(self, path: str, member: str, body: tuple[Any, ...]) -> None:
         unit = self._by_path.get(path)
