@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,14 @@ BUS = "org.freedesktop.DBus"
 BUS_PATH = "/org/freedesktop/DBus"
 
 
+@dataclass
+class PrivateBus:
+    address: str
+    daemon: subprocess.Popen[str]
+
+
 @pytest.fixture
-def session_bus(tmp_path: Path) -> Iterator[str]:
+def session_bus(tmp_path: Path) -> Iterator[PrivateBus]:
     if shutil.which("dbus-daemon") is None:
         pytest.skip("dbus-daemon is not installed (Debian dbus)")
     address = f"unix:path={tmp_path}/bus"
@@ -30,15 +37,15 @@ def session_bus(tmp_path: Path) -> Iterator[str]:
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().startswith("unix:path=")
-        yield address
+        yield PrivateBus(address, proc)
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def test_call_and_signal_delivery(session_bus: str) -> None:
+def test_call_and_signal_delivery(session_bus: PrivateBus) -> None:
     async def scenario() -> None:
-        bus = await DBusConnection.open(session_bus)
+        bus = await DBusConnection.open(session_bus.address)
         seen: list[tuple[str, str, tuple[Any, ...]]] = []
         got = asyncio.Event()
 
@@ -48,7 +55,7 @@ def test_call_and_signal_delivery(session_bus: str) -> None:
 
         try:
             await bus.on_signal(handler, sender=BUS, interface=BUS, member="NameOwnerChanged")
-            other = await DBusConnection.open(session_bus)  # its arrival is a signal
+            other = await DBusConnection.open(session_bus.address)  # its arrival is a signal
             await asyncio.wait_for(got.wait(), 5)
             (names,) = await bus.call(BUS, BUS_PATH, BUS, "ListNames")
             await other.close()
@@ -59,9 +66,9 @@ def test_call_and_signal_delivery(session_bus: str) -> None:
     asyncio.run(scenario())
 
 
-def test_dbus_errors_become_one_line_apply_errors(session_bus: str, tmp_path: Path) -> None:
+def test_dbus_errors_become_one_line_apply_errors(session_bus: PrivateBus, tmp_path: Path) -> None:
     async def scenario() -> None:
-        bus = await DBusConnection.open(session_bus)
+        bus = await DBusConnection.open(session_bus.address)
         try:
             with pytest.raises(
                 ApplyError, match=r"GetNameOwner: org\.freedesktop\.DBus\.Error\.NameHasNoOwner"
@@ -75,27 +82,14 @@ def test_dbus_errors_become_one_line_apply_errors(session_bus: str, tmp_path: Pa
     asyncio.run(scenario())
 
 
-def test_losing_the_bus_is_reported(tmp_path: Path) -> None:
-    if shutil.which("dbus-daemon") is None:
-        pytest.skip("dbus-daemon is not installed (Debian dbus)")
-    address = f"unix:path={tmp_path}/bus"
-    daemon = subprocess.Popen(
-        ["dbus-daemon", "--session", "--nofork", "--print-address=1", f"--address={address}"],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert daemon.stdout is not None and daemon.stdout.readline()
+def test_losing_the_bus_is_reported(session_bus: PrivateBus) -> None:
+    async def scenario() -> None:
+        bus = await DBusConnection.open(session_bus.address)
+        lost = asyncio.Event()
+        bus.on_lost(lost.set)
+        session_bus.daemon.terminate()
+        await asyncio.wait_for(lost.wait(), 5)
+        assert bus.closed
+        await bus.close()
 
-        async def scenario() -> None:
-            bus = await DBusConnection.open(address)
-            lost = asyncio.Event()
-            bus.on_lost(lost.set)
-            daemon.terminate()
-            await asyncio.wait_for(lost.wait(), 5)
-            assert bus.closed
-            await bus.close()
-
-        asyncio.run(scenario())
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
+    asyncio.run(scenario())
