@@ -67,7 +67,7 @@ def raw(
         (raw(0, want_up=True, wstat=0x0100), SPEC, True, Phase.BACKOFF),
         (raw(0, wstat=0x0300), SPEC, True, Phase.FAILED),
         (raw(0, wstat=0), SPEC, True, Phase.STOPPED),
-        (raw(0, wstat=0), ServiceSpec("o", ("o",), readiness="exit"), True, Phase.RUNNING),
+        (raw(0, wstat=0), ServiceSpec("o", ("o",), readiness="exit"), True, Phase.STOPPED),
         (raw(0, wstat=9), SPEC, False, Phase.STOPPED),
     ],
 )
@@ -100,6 +100,13 @@ def props(active: str, sub: str = "", result: str = "success") -> dict[str, Any]
         (props("inactive", "dead"), SPEC, Phase.BACKOFF, True, Phase.BACKOFF),
         (props("inactive", "dead"), SPEC, Phase.STOPPING, False, Phase.STOPPED),
         (props("deactivating", "stop-sigterm"), SPEC, Phase.RUNNING, False, Phase.STOPPING),
+        (
+            props("active", "exited"),
+            ServiceSpec("o", ("true",), readiness="exit"),
+            Phase.STARTING,
+            True,
+            Phase.STOPPED,
+        ),
     ],
 )
 def test_systemd_phase_table(

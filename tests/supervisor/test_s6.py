@@ -132,11 +132,12 @@ def test_restart_never_and_on_failure_clean_exit(tmp_path: Path) -> None:
     run(scenario)
 
 
-def test_oneshot_is_running_after_a_clean_exit(tmp_path: Path) -> None:
+def test_oneshot_is_ready_after_a_clean_exit(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with s6(tmp_path) as (backend, _):
             status = await backend.start(ServiceSpec("init-db", ("true",), readiness="exit"))
-            assert status.phase is Phase.RUNNING and status.exit_status == 0 and status.pid is None
+            assert status.phase is Phase.STOPPED and status.ready
+            assert status.exit_status == 0 and status.pid is None
 
     run(scenario)
 

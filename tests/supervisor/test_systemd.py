@@ -143,11 +143,11 @@ def test_reload_runs_through_systemd(container: Container) -> None:
     run(scenario)
 
 
-def test_oneshot_is_running_after_a_clean_exit(container: Container) -> None:
+def test_oneshot_is_ready_after_a_clean_exit(container: Container) -> None:
     async def scenario() -> None:
         async with systemd(container) as (backend, _):
             status = await backend.start(ServiceSpec("init-db", ("true",), readiness="exit"))
-            assert status.phase is Phase.RUNNING
+            assert status.phase is Phase.STOPPED and status.ready
 
     run(scenario)
 

@@ -25,10 +25,10 @@ from functools import partial
 from undistro.errors import ApplyError
 from undistro.events._s6_fifodir import FifodirListener
 from undistro.supervisor._files import write_if_changed
+from undistro.supervisor._policy import validate_spec
 from undistro.supervisor._s6_dir import DTALLY_ENTRY, SPEC_FILE, render, spec_digest
 from undistro.supervisor._s6_status import S6Status, read_status
 from undistro.supervisor._spec import EventSink, Phase, ServiceEvent, ServiceSpec, ServiceStatus
-from undistro.supervisor._spec_check import check_spec
 
 # Signals s6-supervise 2.11 relays by letter; others go straight to the pid.
 _SIGNAL_LETTERS = {
@@ -90,7 +90,7 @@ def phase_of(raw: S6Status | None, spec: ServiceSpec, want_up: bool) -> Phase:
     if not want_up:
         return Phase.STOPPED
     if raw.exit_code == 0:
-        return Phase.RUNNING if spec.readiness == "exit" else Phase.STOPPED
+        return Phase.STOPPED  # a clean exit under on-failure, or a one-shot that is done
     return Phase.FAILED  # restart = never, or s6-permafailon declared the crash loop
 
 
@@ -282,7 +282,7 @@ class S6Backend:
         Returns the record and whether the directory's spec changed (which
         needs a restart for a running service to pick it up).
         """
-        check_spec(spec)
+        validate_spec(spec)
         path = os.path.join(self.state_dir, "s6", spec.name)
         logdir = os.path.join(self.state_dir, "logs", spec.name)
         files = render(spec, logdir)
@@ -437,6 +437,18 @@ class S6Backend:
         assert svc.status is not None
         return svc.status
 
+    @staticmethod
+    def _oneshot_done(svc: _Service, phase: Phase) -> bool:
+        """A one-shot that exited 0 is STOPPED and ready, as with the builtin backend."""
+        raw = svc.raw
+        return (
+            svc.spec.readiness == "exit"
+            and phase is Phase.STOPPED
+            and svc.want_up
+            and raw is not None
+            and raw.exit_code == 0
+        )
+
     def _refresh(self, svc: _Service) -> ServiceStatus:
         raw = svc.raw
         phase = phase_of(raw, svc.spec, svc.want_up)
@@ -452,7 +464,7 @@ class S6Backend:
             pid=raw.pid if raw is not None and raw.up else None,
             since=since,
             restarts=restarts if phase is not Phase.STOPPED else 0,
-            ready=phase is Phase.RUNNING,
+            ready=phase is Phase.RUNNING or self._oneshot_done(svc, phase),
             exit_status=raw.exit_code if raw is not None and not raw.up else None,
             backend=self.name,
         )

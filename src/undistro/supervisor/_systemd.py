@@ -23,8 +23,8 @@ from typing import Any
 from undistro.errors import ApplyError
 from undistro.events._dbus import DBusConnection
 from undistro.supervisor._files import write_if_changed
+from undistro.supervisor._policy import validate_spec
 from undistro.supervisor._spec import EventSink, Phase, ServiceEvent, ServiceSpec, ServiceStatus
-from undistro.supervisor._spec_check import check_spec
 from undistro.supervisor._systemd_unit import render_unit, unit_name
 
 SYSTEMD = "org.freedesktop.systemd1"
@@ -58,6 +58,8 @@ def phase_of(props: dict[str, Any], spec: ServiceSpec, previous: Phase, want_up:
     """
     active, sub = props.get("ActiveState", "inactive"), props.get("SubState", "")
     result = props.get("Result", "success")
+    if active == "active" and sub == "exited" and spec.readiness == "exit":
+        return Phase.STOPPED  # a one-shot that is done (and ready), as with the builtin backend
     if active in ("active", "reloading"):
         return Phase.RUNNING
     if active == "activating":
@@ -211,7 +213,7 @@ class SystemdBackend:
 
     async def _attach(self, spec: ServiceSpec) -> tuple[_Unit, bool]:
         """Write the unit file, reload if it changed, load and watch the unit."""
-        check_spec(spec)
+        validate_spec(spec)
         name = unit_name(spec.name)
         os.makedirs(self.unit_dir, exist_ok=True)
         changed = write_if_changed(os.path.join(self.unit_dir, name), render_unit(spec))
@@ -324,7 +326,7 @@ class SystemdBackend:
             pid=props.get("MainPID") or None,
             since=old.since if old is not None and old.phase is phase else time.time(),
             restarts=props.get("NRestarts", 0),
-            ready=phase is Phase.RUNNING,
+            ready=phase is Phase.RUNNING or props.get("SubState") == "exited",
             status_text=props.get("StatusText", ""),
             exit_status=exit_status,
             backend=self.name,

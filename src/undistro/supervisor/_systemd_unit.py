@@ -13,6 +13,9 @@ restart every ``restart_delay``.
 
 from __future__ import annotations
 
+import re
+
+from undistro.errors import ValidationError
 from undistro.supervisor._spec import ServiceSpec
 
 PREFIX = "undistro-"
@@ -20,8 +23,18 @@ _TYPES = {"notify": "notify", "exit": "oneshot", "none": "exec"}
 _RESTART = {"always": "always", "on-failure": "on-failure", "never": "no"}
 
 
+_UNIT_CHARS = re.compile(r"[A-Za-z0-9:_.@-]+")
+
+
 def unit_name(service: str) -> str:
-    """``web`` -> ``undistro-web.service``: undistro's units never clash with the distro's."""
+    """``web`` -> ``undistro-web.service``: undistro's units never clash with the distro's.
+
+    Raises ValidationError for a name systemd would refuse in a unit name.
+    """
+    if not _UNIT_CHARS.fullmatch(service):
+        raise ValidationError(
+            "name", f"{service!r}: systemd unit names allow only A-Z a-z 0-9 :_.@-"
+        )
     return f"{PREFIX}{service}.service"
 
 
