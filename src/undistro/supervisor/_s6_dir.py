@@ -89,6 +89,7 @@ def render_finish(spec: ServiceSpec) -> str:
     lines = [
         "#!/bin/sh",
         "# $1: exit code of ./run (256 if killed by a signal); $2: the signal",
+        "code=$1",
         f"pg=; {{ read -r pg < {PGID_FILE}; }} 2>/dev/null",
         '[ -n "$pg" ] && kill -KILL "-$pg" 2>/dev/null',
         f": > {PGID_FILE}",  # a builtin: no process for the cleanup
@@ -98,12 +99,13 @@ def render_finish(spec: ServiceSpec) -> str:
         return "\n".join(lines) + "\n"
     lines += [
         "# a stop the agent asked for (want-up cleared): no verdict, no backoff",
-        "o=$(( $(wc -c < supervise/status) - 1 ))",
-        "f=$(od -An -tu1 -j $o -N1 supervise/status)",
+        "# (the flags are the last byte of the status file, whichever its size)",
+        "set -- $(od -An -tu1 -v supervise/status)",
+        'eval "f=\\${$#}"',
         "[ $(( f & 4 )) = 0 ] && exit 0",
     ]
     if spec.restart == "on-failure":
-        lines.append('[ "$1" = 0 ] && exit 125')
+        lines.append('[ "$code" = 0 ] && exit 125')
     cases = " ".join(f"{n + 1}) d={d:g} ;;" for n, d in enumerate(backoff_delays(spec)))
     lines += [
         f"n=$(( $(wc -c < supervise/death_tally) / {DTALLY_ENTRY} ))",
