@@ -231,6 +231,8 @@ def test_bad_spec_is_one_clear_error_and_writes_nothing(tmp_path: Path) -> None:
         async with s6(tmp_path) as (backend, _):
             with pytest.raises(ValidationError, match="stop_signal"):
                 await backend.start(ServiceSpec("bad", ("true",), stop_signal="SIGNOPE"))
+            with pytest.raises(ValidationError, match="watchdog_sec"):
+                await backend.start(ServiceSpec("bad", ("true",), watchdog_sec=5))
             assert not (tmp_path / "state" / "s6" / "bad").exists()
 
     run(scenario)

@@ -130,6 +130,23 @@ def test_stop_timeout_kills_the_whole_group(container: Container) -> None:
     run(scenario)
 
 
+def test_missed_watchdog_restarts(container: Container) -> None:
+    script = "systemd-notify --ready; exec sleep 1000"  # ready, then never pings
+    spec = ServiceSpec(
+        "wd", ("sh", "-c", script), readiness="notify", watchdog_sec=0.5, restart_delay=0.1
+    )
+
+    async def scenario() -> None:
+        async with systemd(container) as (backend, events):
+            first = await backend.start(spec)
+            await until(lambda: backend.status("wd").restarts >= 1)
+            assert any(e.status.phase is Phase.BACKOFF for e in events)
+            await until(lambda: backend.status("wd").phase is Phase.RUNNING)
+            assert backend.status("wd").pid != first.pid
+
+    run(scenario)
+
+
 def test_reload_runs_through_systemd(container: Container) -> None:
     flag = f"{container.root}/run/reloaded"
     script = "trap 'touch /run/reloaded' HUP; while :; do sleep 0.1; done"

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from undistro.errors import ApplyError
+from undistro.errors import ApplyError, ValidationError
 from undistro.events._s6_fifodir import FifodirListener
 from undistro.supervisor._files import write_if_changed
 from undistro.supervisor._policy import validate_spec
@@ -283,6 +283,9 @@ class S6Backend:
         needs a restart for a running service to pick it up).
         """
         validate_spec(spec)
+        if spec.watchdog_sec is not None:
+            # s6-supervise has no watchdog; ignoring the setting would be a silent lie.
+            raise ValidationError("watchdog_sec", "the s6 backend has no watchdog")
         path = os.path.join(self.state_dir, "s6", spec.name)
         logdir = os.path.join(self.state_dir, "logs", spec.name)
         files = render(spec, logdir)
