@@ -97,6 +97,12 @@ class _Unit:
     props: dict[str, Any] = field(default_factory=dict)
     want_up: bool = False
     flush_pending: bool = False
+    # phase_of needs the phase of the *previous* (ActiveState, SubState): kept
+    # per state, so re-reading the same state (two signal halves, a GetAll)
+    # gives the same answer.
+    state: tuple[str, str] | None = None
+    before: Phase = Phase.STOPPED
+    phase: Phase = Phase.STOPPED
     status: ServiceStatus | None = None
     waiters: list[tuple[Callable[[ServiceStatus], bool], asyncio.Future[ServiceStatus]]] = field(
         default_factory=list
@@ -298,6 +304,7 @@ class SystemdBackend:
             return
         self._events += 1
         unit.props.update(fresh)
+        self._advance(unit)  # per signal: every transition systemd sends is seen in order
         if not unit.flush_pending:
             # The Unit and Service halves of one change arrive as two signals in
             # one read: report them once, after both are in.
@@ -313,10 +320,18 @@ class SystemdBackend:
         assert unit.status is not None
         return unit.status
 
+    @staticmethod
+    def _advance(unit: _Unit) -> Phase:
+        state = (unit.props.get("ActiveState", "inactive"), unit.props.get("SubState", ""))
+        if state != unit.state:
+            unit.before, unit.state = unit.phase, state
+        unit.phase = phase_of(unit.props, unit.spec, unit.before, unit.want_up)
+        return unit.phase
+
     def _update(self, unit: _Unit, cause: str) -> ServiceStatus:
         props = unit.props
         old = unit.status
-        phase = phase_of(props, unit.spec, old.phase if old else Phase.STOPPED, unit.want_up)
+        phase = self._advance(unit)
         exit_status = None
         if phase is not Phase.RUNNING and props.get("ExecMainCode") == _CLD_EXITED:
             exit_status = props.get("ExecMainStatus")
