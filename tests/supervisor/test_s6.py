@@ -172,7 +172,7 @@ def test_stop_during_backoff_is_prompt(tmp_path: Path) -> None:
                 ServiceSpec("slow", ("sh", "-c", "sleep 0.2; exit 1"), restart_delay=5)
             )
             await until(lambda: backend.status("slow").phase is Phase.BACKOFF)
-            await asyncio.sleep(0.2)  # into finish's backoff sleep
+            await asyncio.sleep(0.5)  # into the sleep finish ends with (it takes ~20 ms to get there)
             t0 = time.monotonic()
             stopped = await backend.stop("slow")
             assert time.monotonic() - t0 < 2
@@ -189,8 +189,10 @@ def test_changed_spec_restarts_with_the_new_command(tmp_path: Path) -> None:
             assert same.pid == old.pid
             new = await backend.start(ServiceSpec("svc", ("sleep", "1001")))
             assert new.phase is Phase.RUNNING and new.pid != old.pid
-            with open(f"/proc/{new.pid}/cmdline", "rb") as f:
-                assert f.read() == b"sleep\x001001\x00"
+            # readiness = none: RUNNING at the spawn, maybe before ./run has exec'd
+            cmdline = Path(f"/proc/{new.pid}/cmdline")
+            await until(lambda: cmdline.read_bytes() != b"/bin/sh\x00./run\x00svc\x00")
+            assert cmdline.read_bytes() == b"sleep\x001001\x00"
 
     run(scenario)
 
