@@ -172,7 +172,9 @@ def test_stop_during_backoff_is_prompt(tmp_path: Path) -> None:
                 ServiceSpec("slow", ("sh", "-c", "sleep 0.2; exit 1"), restart_delay=5)
             )
             await until(lambda: backend.status("slow").phase is Phase.BACKOFF)
-            await asyncio.sleep(0.5)  # into the sleep finish ends with (it takes ~20 ms to get there)
+            await asyncio.sleep(
+                0.5
+            )  # into the sleep finish ends with (it takes ~20 ms to get there)
             t0 = time.monotonic()
             stopped = await backend.stop("slow")
             assert time.monotonic() - t0 < 2
