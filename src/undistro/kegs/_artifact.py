@@ -32,16 +32,15 @@ from typing import IO, Any, cast
 
 from undistro.errors import ArtifactError, KegError
 from undistro.kegs._closure import (
-    DEFAULT_STORE,
     INSTALL_STAGING,
     closure,
     is_keg_basename,
     read_keg,
     store_kegs,
-    store_lock,
 )
 from undistro.kegs._fs import atomic_write, fsync_dir, remove_tree
 from undistro.kegs._signing import Signature, load_signing_key, sign, verify
+from undistro.kegs._store import DEFAULT_STORE, store_lock
 from undistro.kegs._tarsafe import describe, extract, seal
 
 FORMAT = "undistro-keg/1"
