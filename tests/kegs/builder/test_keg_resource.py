@@ -4,6 +4,7 @@ probe → apply → probe timeline through the engine."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -280,3 +281,37 @@ def test_two_builds_of_one_package_in_a_profile_is_a_policy_error(
     assert "policy/kegs.toml: keg:lua54: field 'package'" in err[0]
     assert "already requested for /var/lib/undistro/profiles/default by keg:lua" in err[0]
     assert os.listdir(root) == []
+
+
+def test_gc_cannot_take_a_new_keg_between_its_build_and_the_switch(
+    synthetic: Synthetic, tmp_path: Path
+) -> None:
+    from undistro.engine._context import RunContext
+    from undistro.kegs import GC_LOCK
+
+    synthetic.package("soup", SOUP)
+    root = tmp_path / "root"
+    root.mkdir()
+    resource = keg(name="soup", recipes=str(synthetic.recipes), cache=synthetic.cache.directory)
+    ctx = RunContext(str(root), {}, {})
+    build, switch = resource.plan(resource.probe(ctx))
+    lock = root / "opt/undistro/store" / GC_LOCK
+
+    def gc_could_start() -> bool:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what gc takes, without waiting
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)  # closing drops a lock taken here
+        return True
+
+    try:
+        assert isinstance(build, Build) and isinstance(switch, Switch)
+        build.execute(ctx)
+        assert not gc_could_start()  # built, in no generation yet: held
+        assert switch.execute(ctx) == "generation 1 is current"
+        assert gc_could_start()
+    finally:
+        remove_store(str(root / "opt/undistro/store"))
