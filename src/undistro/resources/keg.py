@@ -7,6 +7,7 @@ Example::
     version = "5.4"                      # a constraint: 5.4.x, newest first
     variants = { }                       # recipe variants, else defaults
     recipes = "recipes"                  # in the policy directory (default)
+    mirrors = ["sources"]                # directories (policy-relative) or URLs
 
     [[keg]]
     name = "pngcheck"                    # pulls zlib in as a run dependency
@@ -134,6 +135,8 @@ class Keg(Resource):
     """The kegs of this profile, in the engine's order (set by ``bind``)."""
     recipes_dir: str | None = None
     """``recipes`` made absolute against the policy directory (``prepare``)."""
+    mirror_specs: tuple[str, ...] | None = None
+    """``mirrors``, directories made absolute likewise."""
 
     @property
     def package(self) -> str:
@@ -159,15 +162,24 @@ class Keg(Resource):
             raise ValidationError("store", str(exc)) from None
 
     def prepare(self, inputs: PolicyInputs) -> None:
+        # Relative directories are the policy's own (the agent's working
+        # directory means nothing).
         recipes = self.values["recipes"]
-        if not recipes.startswith("/"):
-            try:
+        try:
+            if not recipes.startswith("/"):
                 recipes = inputs.policy_path(recipes)
-            except ValueError as exc:
-                raise ValidationError("recipes", str(exc)) from None
+        except ValueError as exc:
+            raise ValidationError("recipes", str(exc)) from None
         if not os.path.isdir(recipes):
             raise ValidationError("recipes", f"no recipes directory at {recipes}")
         self.recipes_dir = recipes
+        try:
+            self.mirror_specs = tuple(
+                m if "://" in m or m.startswith("/") else inputs.policy_path(m)
+                for m in self.values["mirrors"]
+            )
+        except ValueError as exc:
+            raise ValidationError("mirrors", str(exc)) from None
 
     def bind(self, managed: Mapping[str, str], resources: Mapping[str, Resource]) -> None:
         profile = self.values["profile"]
@@ -222,7 +234,9 @@ class Keg(Resource):
             Store(self.values["store"], ctx.root),
             SourceCache(ctx.path(self.values["cache"])),
             platform,
-            mirrors=mirrors_from(self.values["mirrors"]),
+            mirrors=mirrors_from(
+                self.values["mirrors"] if self.mirror_specs is None else self.mirror_specs
+            ),
             isolate=self.values["isolate"],
         )
         planned = builder.plan(resolution)

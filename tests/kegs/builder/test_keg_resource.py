@@ -258,6 +258,9 @@ def test_apply_switches_the_whole_set_once_or_not_at_all(
         out = apply(ok=False)
         assert "field 'recipes'" in out and "no recipes directory at" in out
         assert str(policy / "kitchen") in out and profile.numbers() == [1, 2, 3]
+        want('name = "soup"\nmirrors = ["../pantry"]')
+        out = apply(ok=False)
+        assert "field 'mirrors'" in out and "must be relative and stay inside the policy" in out
     finally:
         remove_store(str(root / "opt/undistro/store"))
 
