@@ -32,16 +32,16 @@ from typing import IO, Any, cast
 
 from undistro.errors import ArtifactError, KegError
 from undistro.kegs._closure import (
-    DEFAULT_STORE,
     INSTALL_STAGING,
+    Keg,
     closure,
     is_keg_basename,
     read_keg,
     store_kegs,
-    store_lock,
 )
 from undistro.kegs._fs import atomic_write, fsync_dir, remove_tree
 from undistro.kegs._signing import Signature, load_signing_key, sign, verify
+from undistro.kegs._store import DEFAULT_STORE, store_lock
 from undistro.kegs._tarsafe import describe, extract, seal
 
 FORMAT = "undistro-keg/1"
@@ -62,20 +62,16 @@ class Packed:
 
 
 def pack(store_paths: Sequence[str], key_file: str, out_dir: str) -> list[Packed]:
-    """Pack each keg (its closure must be in its store) into ``out_dir``.
+    """Pack each keg and every keg of its runtime closure into ``out_dir``,
+    dependencies first: an artifact is installable only with its closure.
 
     Every keg and its closure is checked before anything is written.
     """
     key = load_signing_key(key_file)
-    todo = []
-    for path in store_paths:
-        try:
-            keg = read_keg(path)
-            store = os.path.dirname(keg.path)
-            deps = sorted(closure(store, [keg.basename], store_kegs(store)) - {keg.basename})
-        except KegError as exc:
-            raise ArtifactError(f"cannot pack: {exc}") from None
-        todo.append((keg, deps))
+    try:
+        todo = _with_closures(store_paths)
+    except KegError as exc:
+        raise ArtifactError(f"cannot pack: {exc}") from None
     os.makedirs(out_dir, exist_ok=True)
     done = []
     for keg, deps in todo:
@@ -101,6 +97,23 @@ def pack(store_paths: Sequence[str], key_file: str, out_dir: str) -> list[Packed
         _add_to_index(out_dir, keg.basename, keg.name, keg.version)
         done.append(Packed(keg.basename, artifact, manifest_path, size))
     return done
+
+
+def _with_closures(store_paths: Sequence[str]) -> list[tuple[Keg, list[str]]]:
+    """The kegs to pack: each one asked for and its closure, once, with the
+    base names each needs, dependencies first (a keg's closure is a strict
+    superset of each dependency's)."""
+    found: dict[str, tuple[Keg, list[str]]] = {}
+    for path in store_paths:
+        keg = read_keg(path)
+        store = os.path.dirname(keg.path)
+        index = store_kegs(store)
+        for name in sorted(closure(store, [keg.basename], index)):
+            member = os.path.join(store, name)
+            if member not in found:
+                deps = sorted(closure(store, [name], index) - {name})
+                found[member] = (read_keg(member), deps)
+    return sorted(found.values(), key=lambda e: (len(e[1]), e[0].basename))
 
 
 def _write_tarball(root: str, files: dict[str, dict[str, Any]], out: str) -> tuple[str, int]:

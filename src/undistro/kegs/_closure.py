@@ -17,27 +17,32 @@ a prepared image.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import functools
 import json
 import mmap
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from undistro.errors import KegError
+from undistro.kegs._store import DEFAULT_STORE, META_NAME
 
-DEFAULT_STORE = "/opt/undistro/store"
-META = ".keg.json"
 INSTALL_STAGING = ".install-"
 """Prefix of the store's staging directories (hidden, so never a keg)."""
 
 _BASENAME = re.compile(r"^([0-9a-z]{32})-([^/\0]+)$")
-# References are absolute store paths, so a hash follows a '/' and precedes
-# a '-'; anchoring on both keeps random 32-letter runs in binaries out.
-_REFERENCE = re.compile(rb"(" + re.escape(DEFAULT_STORE.encode()) + rb")?/([0-9a-z]{32})-")
+
+
+@functools.cache
+def _reference(store: str) -> re.Pattern[bytes]:
+    # References are absolute store paths, so a hash follows a '/' and
+    # precedes a '-'; anchoring on both keeps random 32-letter runs in
+    # binaries out. The store's own prefix, when present, marks a reference
+    # that must resolve in that store.
+    return re.compile(rb"(" + re.escape(store.encode()) + rb")?/([0-9a-z]{32})-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +93,12 @@ def read_keg(path: str) -> Keg:
     inside, so a copied or renamed keg cannot pass for another.
     """
     path = os.path.abspath(path)
-    meta_path = os.path.join(path, META)
+    meta_path = os.path.join(path, META_NAME)
     try:
         with open(meta_path, "rb") as f:
             meta = json.load(f)
     except FileNotFoundError:
-        raise KegError(f"{path}: not a keg (no {META})") from None
+        raise KegError(f"{path}: not a keg (no {META_NAME})") from None
     except (OSError, ValueError) as exc:
         raise KegError(f"{meta_path}: unreadable: {exc}") from None
     if not isinstance(meta, dict):
@@ -118,7 +123,7 @@ def read_keg(path: str) -> Keg:
     if not re.fullmatch(r"[0-9a-z]{32}", keg.hash):
         raise KegError(f"{meta_path}: 'hash' must be 32 lowercase letters or digits")
     if os.path.basename(path) != keg.basename:
-        raise KegError(f"{path}: directory name does not match {META} ({keg.basename})")
+        raise KegError(f"{path}: directory name does not match {META_NAME} ({keg.basename})")
     return keg
 
 
@@ -141,29 +146,38 @@ def store_kegs(store: str) -> dict[str, str]:
     return found
 
 
-def scan_references(path: str, known: Iterable[str]) -> tuple[set[str], set[str]]:
-    """Store references in the files under ``path`` (symlink targets too).
+def scan_references(
+    path: str, known: Iterable[str], store: str = DEFAULT_STORE
+) -> tuple[set[str], set[str]]:
+    """Store references in the files under ``path`` (symlink targets too):
+    the keg's runtime references, Nix-style. A reference the build kept (an
+    rpath, a shebang, a path in a config) is a dependency at run time
+    whatever the recipe declared.
 
     Returns the hashes from ``known`` that appear, and the hashes that
-    appear as full default-store paths but are *not* known: those are
+    appear as full ``store`` paths but are *not* known: those are
     references to kegs missing from this store.
     """
     wanted = set(known)
+    pattern = _reference(store)
     found: set[str] = set()
     prefixed: set[str] = set()
     for file_path, is_link in _walk_files(path):
         if is_link:
-            _collect(os.fsencode(os.readlink(file_path)), found, prefixed)
+            _collect(pattern, os.fsencode(os.readlink(file_path)), found, prefixed)
             continue
-        if os.path.getsize(file_path) == 0:
-            continue
+        st = os.lstat(file_path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            continue  # a fifo would block; mmap refuses empty files
         with open(file_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            _collect(m, found, prefixed)
+            _collect(pattern, m, found, prefixed)
     return found & wanted, prefixed - wanted
 
 
-def _collect(data: bytes | mmap.mmap, found: set[str], prefixed: set[str]) -> None:
-    for m in _REFERENCE.finditer(data):
+def _collect(
+    pattern: re.Pattern[bytes], data: bytes | mmap.mmap, found: set[str], prefixed: set[str]
+) -> None:
+    for m in pattern.finditer(data):
         h = m.group(2).decode()
         found.add(h)
         if m.group(1):
@@ -222,14 +236,3 @@ def _walk_files(path: str) -> Iterator[tuple[str, bool]]:
             full = os.path.join(dirpath, name)
             if os.path.islink(full):
                 yield full, True
-
-
-@contextlib.contextmanager
-def store_lock(store: str, *, exclusive: bool) -> Iterator[None]:
-    """Hold the store's gc lock: shared to add kegs, exclusive to collect."""
-    fd = os.open(os.path.join(store, ".gc.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from undistro.errors import GenerationError, KegError
-from undistro.kegs._closure import INSTALL_STAGING, closure, store_kegs, store_lock
+from undistro.kegs._closure import INSTALL_STAGING, closure, store_kegs
 from undistro.kegs._fs import remove_tree
 from undistro.kegs._generations import Profile
+from undistro.kegs._store import store_lock
 
 _TRASH = ".gc-"
 

@@ -30,8 +30,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from undistro.errors import GenerationError, KegError
-from undistro.kegs._closure import Keg, closure, read_keg, rebase, store_kegs, store_lock
+from undistro.kegs._closure import Keg, closure, read_keg, rebase, store_kegs
 from undistro.kegs._fs import fsync_dir
+from undistro.kegs._store import store_lock
 
 PROFILES = "/var/lib/undistro/profiles"
 DEFAULT_PROFILE = f"{PROFILES}/default"

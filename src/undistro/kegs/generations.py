@@ -8,7 +8,7 @@
 See docs/generations.md for the layout and the atomicity argument.
 """
 
-from undistro.kegs._closure import DEFAULT_STORE, Keg, closure, read_keg, store_lock, store_of
+from undistro.kegs._closure import Keg, closure, read_keg, store_of
 from undistro.kegs._gc import GcReport, collect_garbage
 from undistro.kegs._generations import (
     DEFAULT_PROFILE,
@@ -18,6 +18,7 @@ from undistro.kegs._generations import (
     GenKeg,
     Profile,
 )
+from undistro.kegs._store import DEFAULT_STORE, store_lock
 
 __all__ = [
     "DEFAULT_PROFILE",

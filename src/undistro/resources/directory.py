@@ -19,7 +19,15 @@ import shutil
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from undistro.resources._base import Action, Context, Converter, Watch, boolean, mode
+from undistro.resources._base import (
+    Action,
+    Context,
+    Converter,
+    Resource,
+    Watch,
+    boolean,
+    mode,
+)
 from undistro.resources._paths import PathResource, PathState, Refuse
 
 
@@ -34,7 +42,7 @@ class Directory(PathResource):
 
     keep: frozenset[str] = frozenset()
 
-    def bind(self, managed: Mapping[str, str]) -> None:
+    def bind(self, managed: Mapping[str, str], resources: Mapping[str, Resource]) -> None:
         if not self.values["purge"]:
             return
         prefix = self.path + "/"
