@@ -160,6 +160,11 @@ class Resource:
     required: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = {}
 
+    # Slotted: an agent holds every resource of its policy for as long as it
+    # runs (10,000 instance dicts cost ~3 MB). Types with many instances
+    # (file, directory, symlink) keep slots all the way down.
+    __slots__ = ("before", "id", "name", "notify", "requires", "source", "values")
+
     def __init__(self, values: dict[str, Any], *, name: str, source: str = "") -> None:
         self.values = values
         self.name = name

@@ -40,7 +40,11 @@ class Directory(PathResource):
     }
     defaults: ClassVar[dict[str, Any]] = {"ensure": "present", "purge": False}
 
-    keep: frozenset[str] = frozenset()
+    __slots__ = ("keep",)
+
+    def __init__(self, values: dict[str, Any], *, name: str, source: str = "") -> None:
+        self.keep: frozenset[str] = frozenset()
+        super().__init__(values, name=name, source=source)
 
     def bind(self, managed: Mapping[str, str], resources: Mapping[str, Resource]) -> None:
         if not self.values["purge"]:

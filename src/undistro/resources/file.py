@@ -66,8 +66,12 @@ class File(PathResource):
     }
     defaults: ClassVar[dict[str, Any]] = {"ensure": "present", "sensitive": False}
 
-    data: bytes | None = None
-    sha256: str | None = None
+    __slots__ = ("data", "sha256")
+
+    def __init__(self, values: dict[str, Any], *, name: str, source: str = "") -> None:
+        self.data: bytes | None = None
+        self.sha256: str | None = None
+        super().__init__(values, name=name, source=source)
 
     def validate(self) -> None:
         given = [k for k in ("content", "source", "template") if k in self.values]
