@@ -155,13 +155,32 @@ class Supervisors:
             await backend.close()
         self._backends.clear()
 
+    async def command(self, action: str, kind: str, spec: ServiceSpec) -> ServiceStatus | None:
+        """``undistro service ACTION NAME``, on the loop: a start or restart goes
+        through the start hook (requirements converged first)."""
+        if action in ("start", "restart"):
+            self._record(spec, kind)
+        backend = await self.backend(kind)
+        if action == "stop":
+            return await self._stop(kind, spec.name, (spec, kind))
+        if backend.status(spec.name) is None:
+            await _adopt(backend, spec)
+        if action == "start":
+            return await backend.start(spec)
+        if action == "restart":
+            return await backend.restart(spec)
+        return await backend.reload(spec.name)
+
     def stats(self) -> dict[str, Any]:
-        """Every supervised service's status, by name (no I/O): for ``undistro services``."""
+        """Every service started here, by name (no I/O but the records): for
+        ``undistro services``."""
         out: dict[str, Any] = {}
         for name, spec, kind in self.recorded():
             backend = self._backends.get(kind)
             status = backend.status(name) if backend is not None else None
             out[name] = describe(status, spec, kind)
+            if isinstance(backend, BuiltinBackend) and status is not None:
+                out[name]["uptime"] = backend.stats()["services"][name]["uptime"]
         return out
 
     # -- from a worker thread ---------------------------------------------------
