@@ -121,7 +121,7 @@ class Agent:
         await self._take_inotify()
         await self._control.start()
         loop.add_reader(self.watcher.fileno(), self._on_inotify)
-        loop.add_signal_handler(signal.SIGHUP, self._spawn, self._reload("SIGHUP"))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload("SIGHUP")))
         if self.audit_every:
             loop.call_later(self.audit_every, self._audit)
         self._log(f"ready: watching {self.watcher.stats()['watched_dirs']} directories")
