@@ -18,8 +18,6 @@ from undistro.resources.service import (
     RestartService,
     Service,
     ServiceState,
-    StartService,
-    StopService,
 )
 
 
@@ -155,7 +153,7 @@ def state_dir(world: Path) -> Path:
 
 def test_bad_policy_changes_nothing(cli, world: Path) -> None:  # type: ignore[no-untyped-def]
     write(world, '[[service]]\nname = "x"\ncommand = "sleep 100"\n')
-    code, out, err = cli("apply", world / "policy", "--root", world / "root")
+    code, _out, err = cli("apply", world / "policy", "--root", world / "root")
     assert code == 2
     assert "command" in err and "shell = true" in err
     assert len(err.strip().splitlines()) <= 2
