@@ -22,6 +22,7 @@ SCRIPT = r"""
 import os, signal, socket, sys, time
 mode, pids, delay, config = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 open(os.path.join(pids, str(os.getpid())), "w").close()
+signal.signal(signal.SIGHUP, lambda *_: print("reloaded", flush=True))
 if config != "-":
     with open(config) as f:
         print("config:", f.read().strip(), flush=True)
