@@ -121,7 +121,7 @@ def test_config_drift_is_repaired_before_the_restart_it_triggers(
     assert text.count("config: port=8080") == 2
     assert not alive(first)
     assert conf.read_text() == "port=8080\n"
-    assert "refresh: restart service app" in agent.log()
+    wait_until(lambda: "refresh: restart service app" in agent.log(), what="journalled")
 
 
 def test_stop_timeout_kills_the_whole_group(world: tuple[Path, AgentProc]) -> None:
