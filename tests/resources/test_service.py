@@ -259,3 +259,12 @@ def test_services_and_logs_without_an_agent(cli, world: Path) -> None:  # type: 
     code, _, err = cli("logs", "nosuch", "--root", world / "root")
     assert code != 0 and "no log for service 'nosuch'" in err
     assert os.path.exists(state_dir(world) / "services" / "managed" / "quiet.json")
+
+
+def test_example_policy_plans(cli) -> None:  # type: ignore[no-untyped-def]
+    example = Path(__file__).resolve().parents[2] / "examples" / "services"
+    with short_tmp() as tmp:
+        code, out, err = cli("plan", example, "--root", tmp / "root")
+    assert code == 0, err
+    assert "start service hello-http (builtin)" in out
+    assert "create file" in out
