@@ -231,3 +231,28 @@ def test_idle_agent_with_5_services_makes_no_syscalls(world: tuple[Path, AgentPr
     # Still supervising after being watched: a crash is restarted.
     os.kill(started(tmp)[0], signal.SIGKILL)
     wait_started(tmp, 6)
+
+
+def test_crash_restart_converges_requirements_first(world: tuple[Path, AgentProc]) -> None:
+    """ "init calls CM": before the supervisor restarts a crashed service, the
+    agent converges what it requires (here an unguarded exec that stamps a
+    file each time it runs), so the restart happens on converged state."""
+    tmp, agent = world
+    stamps = agent.path("/var/stamps")
+    cmd = service_cmd(tmp, "serve", delay=0.05)
+    write(
+        agent,
+        '[[exec]]\nname = "prepare"\n'
+        'command = "echo run >> \\"$UNDISTRO_ROOT/var/stamps\\""\nshell = true\n\n'
+        f'[[service]]\nname = "db"\ncommand = {cmd}\nreadiness = "notify"\n'
+        'requires = ["exec:prepare"]\n',
+    )
+    agent.path("/var").mkdir(parents=True)
+    agent.start()
+    (first,) = started(tmp)
+    assert stamps.read_text() == "run\n"
+    os.kill(first, signal.SIGKILL)
+    _, second = wait_started(tmp, 2)
+    assert stamps.read_text() == "run\nrun\n", "restarted without converging its requirements"
+    assert stamps.stat().st_mtime_ns <= (tmp / "pids" / str(second)).stat().st_mtime_ns
+    wait_until(lambda: "before restarting service:db" in agent.log(), what="journalled cause")
