@@ -256,3 +256,31 @@ def test_crash_restart_converges_requirements_first(world: tuple[Path, AgentProc
     assert stamps.read_text() == "run\nrun\n", "restarted without converging its requirements"
     assert stamps.stat().st_mtime_ns <= (tmp / "pids" / str(second)).stat().st_mtime_ns
     wait_until(lambda: "before restarting service:db" in agent.log(), what="journalled cause")
+
+
+def test_policy_change_restarts_the_service_with_its_new_spec(
+    world: tuple[Path, AgentProc],
+) -> None:
+    tmp, agent = world
+    cmd = service_cmd(tmp, "serve", delay=0.05)
+    table = f'[[service]]\nname = "env"\ncommand = {cmd}\nreadiness = "notify"\n'
+    write(agent, table + 'environment = { LEVEL = "1" }\n')
+    agent.start()
+    (first,) = started(tmp)
+    write(agent, table + 'environment = { LEVEL = "2" }\n')
+    _, second = wait_started(tmp, 2)
+    wait_until(lambda: "restart (spec changed) service env" in agent.log(), what="restart")
+    with open(f"/proc/{second}/environ", "rb") as f:
+        assert b"LEVEL=2" in f.read().split(b"\0")
+    assert not alive(first)
+
+
+def test_agent_as_init_forwards_sigterm(world: tuple[Path, AgentProc]) -> None:
+    tmp, agent = world
+    write(agent, f'[[service]]\nname = "i"\ncommand = {service_cmd(tmp)}\n')
+    agent.start("--init")
+    (pid,) = wait_started(tmp)
+    assert agent.status()["pid"] != agent.pid  # the agent runs in the init's child
+    assert agent.terminate() == 0  # SIGTERM to the init, forwarded to the agent
+    assert "undistro agent: stopped" in agent.log()
+    assert alive(pid)  # not PID 1: the services outlive the agent, as without --init

@@ -141,8 +141,6 @@ class Service(Resource):
             raise ValidationError(
                 "command", "a string needs shell = true (or give the command as a list)"
             )
-        if self.values.get("on_notify") == "reload" and self.values.get("reload") is None:
-            self.values["reload"] = "SIGHUP"
         validate_spec(self.spec("/"))
 
     def spec(self, root: str) -> ServiceSpec:

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -382,8 +383,6 @@ async def _adopt(backend: Backend, spec: ServiceSpec) -> ServiceStatus | None:
 
 def describe(status: ServiceStatus | None, spec: ServiceSpec, kind: str) -> dict[str, Any]:
     """One service's line for ``undistro services``, as JSON-ready values."""
-    import time
-
     if status is None:
         return {"backend": kind, "phase": "unknown", "readiness": spec.readiness}
     running = status.pid is not None
