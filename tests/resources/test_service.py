@@ -44,6 +44,12 @@ PLAN_TABLE = [
     ({}, ServiceState("stopped", None, True, None), ["StartService"]),
     ({}, ServiceState("running", 42, False, None), ["StartService"]),  # spec changed
     ({}, ServiceState(None, None, False, "s6"), ["StopService", "StartService"]),
+    ({"readiness": "exit"}, ServiceState("stopped", None, True, None, done=True), []),
+    (
+        {"readiness": "exit"},
+        ServiceState("stopped", None, False, None, done=True),
+        ["StartService"],
+    ),
     ({"running": False}, UP, ["StopService"]),
     ({"running": False}, ServiceState("stopped", None, True, None), []),
     ({"running": False}, ServiceState(None, None, False, None), []),

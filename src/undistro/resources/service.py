@@ -95,6 +95,7 @@ class ServiceState:
     pid: int | None
     current: bool  # last started with this very spec, on this backend
     elsewhere: str | None  # the backend it last ran on, if not this one
+    done: bool = False  # a readiness = "exit" oneshot that finished well
 
 
 class Service(Resource):
@@ -209,6 +210,7 @@ class Service(Resource):
             None if status is None else status.pid,
             current,
             elsewhere,
+            status is not None and status.phase is Phase.STOPPED and status.ready,
         )
 
     def plan(self, state: ServiceState) -> list[Action]:
@@ -224,6 +226,8 @@ class Service(Resource):
             return actions
         if state.phase == Phase.RUNNING.value and state.current:
             return actions
+        if state.done and state.current:
+            return actions  # a oneshot runs once per supervisor, not at every check
         if state.phase == Phase.BACKOFF.value and state.current:
             return actions  # the supervisor is restarting it already
         if state.phase in _UP and not state.current:
