@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "undistro.commands.agent",
     "undistro.commands.kegs",
     "undistro.commands.gen",
+    "undistro.commands.services",
 ]
 
 DESCRIPTION = """\

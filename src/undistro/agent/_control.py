@@ -1,24 +1,26 @@
 """The control socket: JSON lines over a Unix socket in the state directory.
 
-One request per line, one reply per line. Requests are answered one at a
-time on the agent's event loop, so an ``apply`` sent here never races the
-agent's own repairs. The socket is created mode 0600: only its owner (root,
-on a real machine) may drive the agent.
+One request per line, one reply per line. A handler may answer at once or
+return an awaitable (an ``apply`` waits for the engine, which the agent
+serialises with its own repairs, so the two never race). The socket is
+created mode 0600: only its owner (root, on a real machine) may drive the
+agent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from undistro.agent.client import AgentError, socket_path, try_agent
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
 _MAX_REQUEST = 64 * 1024
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -54,7 +56,10 @@ class ControlServer:
         try:
             while line := await reader.readline():
                 self.requests += 1
-                writer.write(json.dumps(self._answer(line), default=str).encode() + b"\n")
+                reply = self._answer(line)
+                if inspect.isawaitable(reply):
+                    reply = await reply
+                writer.write(json.dumps(reply, default=str).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, ValueError):
             pass  # a client that went away or sent an over-long line
@@ -63,7 +68,7 @@ class ControlServer:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    def _answer(self, line: bytes) -> dict[str, Any]:
+    def _answer(self, line: bytes) -> dict[str, Any] | Awaitable[dict[str, Any]]:
         try:
             request = json.loads(line)
         except ValueError:

@@ -19,7 +19,7 @@ from undistro.agent._forked import in_child
 from undistro.engine import Engine, RunSummary
 from undistro.errors import PolicyError
 from undistro.policy import Node, Policy, cache_key, load_node, load_policy
-from undistro.resources import Resource, Watch
+from undistro.resources import Resource, ServiceControl, Watch
 from undistro.state import JournalEntry, StateStore, new_run_id
 
 IN_CHILD_AT = 1000
@@ -66,6 +66,34 @@ class Converger:
         self._engine: Engine | None = None
         self._facts: dict[str, Any] = {}
         self._key = b""
+        self.services: ServiceControl | None = None
+
+    def host_services(self, services: ServiceControl) -> None:
+        """Drive ``[[service]]`` resources through ``services`` from now on
+        (engine runs must then happen off the loop that hosts them)."""
+        self.services = services
+        if self._policy is not None:
+            self._engine = self._new_engine(self._policy, self.store)
+
+    def _new_engine(self, policy: Policy, store: StateStore) -> Engine:
+        return Engine(
+            policy, root=self.root, state=store, facts=self._facts, services=self.services
+        )
+
+    def service_names(self) -> list[str]:
+        """The names of the policy's ``[[service]]`` resources."""
+        return [r.name for r in self.policy.resources.values() if r.type_name == "service"]
+
+    def requirements(self, rid: str) -> set[str]:
+        """``rid`` and everything it requires, directly or not."""
+        deps = self.policy.graph.deps
+        seen, todo = {rid}, [rid]
+        while todo:
+            for dep in deps.get(todo.pop(), ()):
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
 
     @property
     def policy(self) -> Policy:
@@ -95,7 +123,7 @@ class Converger:
             raise PolicyError(problems)
         policy = load_policy(self.policy_dir, node, facts, cache_dir=self.state_dir)
         self.node, self._policy, self._facts, self._key = node, policy, facts, key
-        self._engine = Engine(policy, root=self.root, state=self.store, facts=facts)
+        self._engine = self._new_engine(policy, self.store)
         return policy, True
 
     def _compile(self, node: Node, facts: dict[str, Any]) -> list[str]:
@@ -121,11 +149,13 @@ class Converger:
         ``causes`` gives each id its event; ids without one get ``label``.
         Runs of ``IN_CHILD_AT`` resources or more happen in a forked child
         so that their transient memory never stays in the agent; their
-        outcomes stream back one by one.
+        outcomes stream back one by one — unless the policy holds services:
+        those belong to the agent process (its pidfds, its notify sockets),
+        never to a child that exits.
         """
         assert self._engine is not None
         size = len(self.policy.resources) if only is None else len(only)
-        if size >= IN_CHILD_AT:
+        if size >= IN_CHILD_AT and not self.service_names():
             rows: Iterable[list[Any]] = in_child(
                 lambda: self._rows(self._fresh_engine(), only, causes, label)
             )
@@ -147,9 +177,7 @@ class Converger:
     def _fresh_engine(self) -> Engine:
         """The engine of the policy in force, on a state-store connection of
         its own (for a forked child)."""
-        return Engine(
-            self.policy, root=self.root, state=StateStore(self.state_dir), facts=self._facts
-        )
+        return self._new_engine(self.policy, StateStore(self.state_dir))
 
     def apply(self, cause: str) -> RunSummary:
         """A full run, as ``undistro apply`` does it (the agent's own engine,

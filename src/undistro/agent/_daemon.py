@@ -9,10 +9,17 @@ call at all. What wakes it:
 * the inotify fd on the policy directory — the policy is re-validated in
   full and swapped in only if valid;
 * SIGHUP (reload), SIGTERM/SIGINT (clean exit, status 0);
-* the control socket (``undistro status``, ``apply``, ``reload``).
+* the control socket (``undistro status``, ``apply``, ``reload``,
+  ``services``, ``service``);
+* a supervised service's state change (a pidfd, a notify socket, an s6
+  fifodir, a D-Bus signal), reported by its backend.
 
-The engine runs on the loop's thread: checks and socket requests are
-serialised, so an ``apply`` through the socket never races a repair.
+The engine runs in a worker thread, one run at a time under an asyncio
+lock, so that the loop keeps supervising services while a run waits for
+one to become ready, and so that ``[[service]]`` actions can reach the
+backends living on this loop. Checks, socket requests and crash restarts'
+requirement converges are serialised by that lock: an ``apply`` through the
+socket never races a repair.
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
 
 from undistro.agent._control import ControlServer
 from undistro.agent._converge import Converger, Outcome
@@ -31,6 +38,9 @@ from undistro.errors import PolicyError, UndistroError
 from undistro.events import ENTRY_MASK, SETTLED_MASK, Batch, PathWatcher
 from undistro.events._binding import IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO
 from undistro.resources import Watch
+
+if TYPE_CHECKING:
+    from undistro.supervisor import ServiceEvent, ServiceSpec, Supervisors
 
 POLICY_KEY = "@policy"
 """Watch key of the policy's files (no ':' so it never collides with an id)."""
@@ -74,6 +84,9 @@ class Agent:
         self._full_check: tuple[float, str] | None = None
         self._policy_dirs: list[str] = []
         self._last_policy_error: str | None = None
+        self._lock: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.services: Supervisors | None = None
         self._counts = {
             "wakeups": 0,
             "checks": 0,
@@ -92,21 +105,23 @@ class Agent:
         self._stop = asyncio.Event()
         # Handlers first: a SIGTERM during a long start-up converge is then
         # a clean exit once that converge is done, not a kill in the middle.
+        self._lock = asyncio.Lock()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         policy = self.converger.load()
         self._log(f"policy {policy.dir}: {len(policy.resources)} resources")
+        self._host_services(loop)
         # Watches first, converge second: a change made while converging is
         # still seen (and the paired events of our own repairs find "kept").
         self._declare_all()
-        self._sync_watches()
-        self._converge(None, {}, "agent start")
+        await self._sync_watches()
+        await self._converge(None, {}, "agent start")
         # The converge created directories that watches now belong in: take
         # its own events (and anything else already queued) before "ready".
-        self._on_inotify()
+        await self._take_inotify()
         await self._control.start()
         loop.add_reader(self.watcher.fileno(), self._on_inotify)
-        loop.add_signal_handler(signal.SIGHUP, self._reload, "SIGHUP")
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload("SIGHUP")))
         if self.audit_every:
             loop.call_later(self.audit_every, self._audit)
         self._log(f"ready: watching {self.watcher.stats()['watched_dirs']} directories")
@@ -115,10 +130,32 @@ class Agent:
         finally:
             loop.remove_reader(self.watcher.fileno())
             await self._control.close()
+            async with self._lock:  # let a run in progress finish
+                for task in list(self._tasks):
+                    task.cancel()
+                if self.services is not None:
+                    await self.services.close()  # the services keep running
             self.watcher.close()
             self.converger.close()
         self._log("stopped")
         return 0
+
+    def _host_services(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Supervise ``[[service]]`` resources from this loop; backends are
+        made on first use (a policy without services pays for none)."""
+        from undistro.supervisor import Supervisors
+
+        self.services = Supervisors(
+            loop, self.converger.state_dir, root=self.converger.root, converge=self._before_start
+        )
+        self.services.subscribe(self._on_service_event)
+        self.converger.host_services(self.services)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task the agent keeps (and cancels on exit)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def stop(self) -> None:
         if self._stop is not None:
@@ -127,9 +164,16 @@ class Agent:
     # -- events ---------------------------------------------------------------
 
     def _on_inotify(self) -> None:
-        batch = self.watcher.read()
+        self._spawn(self._take_inotify())
+
+    async def _take_inotify(self) -> None:
+        assert self._lock is not None
+        async with self._lock:
+            # Read under the lock: a batch waiting for a run in progress then
+            # includes the paired events of that run's own repairs.
+            batch = self.watcher.read()
         if not batch:
-            self._sync_watches()  # events for neighbours only; a dir may have appeared
+            await self._sync_watches()  # events for neighbours only; a dir may have appeared
             return
         self._counts["wakeups"] += 1
         policy_cause = self._policy_event(batch)
@@ -137,23 +181,23 @@ class Agent:
             self._counts["rescans"] += 1
             cause = "inotify queue overflow: events were lost, full check"
             self._log(cause)
-            self.converger.journal_agent("rescan", cause)
-            if self._reload(cause) != SWAPPED:  # lost events may have been the policy's
-                self._converge(None, {}, cause)
-            self._sync_watches()
+            await self._journal_agent("rescan", cause)
+            if await self._reload(cause) != SWAPPED:  # lost events may have been the policy's
+                await self._converge(None, {}, cause)
+            await self._sync_watches()
             return
         # A valid new policy is checked in full, which covers the batch; an
         # invalid one leaves the batch to be checked under the old policy.
-        if policy_cause is not None and self._reload(policy_cause) == SWAPPED:
-            self._sync_watches()
+        if policy_cause is not None and await self._reload(policy_cause) == SWAPPED:
+            await self._sync_watches()
             return
         if batch.rescan:
             self._counts["rescans"] += 1
             lost = [f"watch lost ({why}): {key}" for key, why in sorted(batch.rescan.items())]
-            self.converger.journal_agent("rescan", *lost)
+            await self._journal_agent("rescan", *lost)
         causes = {**batch.rescan, **batch.changed}
-        self._converge(set(causes), causes, "inotify")
-        self._sync_watches()
+        await self._converge(set(causes), causes, "inotify")
+        await self._sync_watches()
 
     def _policy_event(self, batch: Batch) -> str | None:
         """Pop the policy's own keys from ``batch``; the cause if it changed."""
@@ -164,19 +208,21 @@ class Agent:
         return cause
 
     def _audit(self) -> None:
-        self._converge(None, {}, "audit")
+        self._spawn(self._converge(None, {}, "audit"))
         assert self.audit_every is not None
         asyncio.get_running_loop().call_later(self.audit_every, self._audit)
 
     # -- policy ---------------------------------------------------------------
 
-    def _reload(self, cause: str) -> str:
+    async def _reload(self, cause: str) -> str:
         """Re-validate the policy; if valid and changed, swap it in and
         converge all of it. Returns REJECTED, UNCHANGED or SWAPPED."""
+        assert self._lock is not None
         try:
-            policy, changed = self.converger.reload()
+            async with self._lock:  # a run in progress keeps the policy it started with
+                policy, changed = self.converger.reload()
         except PolicyError as exc:
-            self._reject(exc, cause)
+            await self._reject(exc, cause)
             return REJECTED
         self._last_policy_error = None
         if not changed:
@@ -184,19 +230,19 @@ class Agent:
         self._counts["reloads"] += 1
         self._log(f"policy reloaded ({cause}): {len(policy.resources)} resources")
         self._declare_all()
-        self._sync_watches()
-        self._converge(None, {}, f"policy reloaded: {cause}")
+        await self._sync_watches()
+        await self._converge(None, {}, f"policy reloaded: {cause}")
         return SWAPPED
 
-    def _reject(self, exc: PolicyError, cause: str) -> None:
+    async def _reject(self, exc: PolicyError, cause: str) -> None:
         """Keep the policy in force; say why the new one was refused."""
         self._counts["rejected_policies"] += 1
         self._last_policy_error = str(exc)
         for line in exc.problems:
             self._log(f"policy rejected, keeping the previous one: {line}")
-        self.converger.journal_agent("policy-error", cause, error=str(exc))
+        await self._journal_agent("policy-error", cause, error=str(exc))
         self._declare_policy()  # the broken files must still be watched
-        self._sync_watches()
+        await self._sync_watches()
 
     def _declare_all(self) -> None:
         policy = self.converger.policy
@@ -214,7 +260,7 @@ class Agent:
         self.watcher.declare(POLICY_KEY, trees + extra, mask=SETTLED_MASK)
         self.watcher.declare(POLICY_DIRS_KEY, trees, mask=_DIR_MASK)
 
-    def _sync_watches(self) -> None:
+    async def _sync_watches(self) -> None:
         failures = self.watcher.sync()
         if not failures:
             return
@@ -224,27 +270,105 @@ class Agent:
             self._log(f"{line} is checked now but not watched")
         if len(lines) > 10:
             self._log(f"... and {len(lines) - 10} more resources not watched")
-        self.converger.journal_agent("unwatched", *lines)
-        self._converge(set(failures) - {POLICY_KEY, POLICY_DIRS_KEY}, failures, "watch failed")
+        await self._journal_agent("unwatched", *lines)
+        await self._converge(
+            set(failures) - {POLICY_KEY, POLICY_DIRS_KEY}, failures, "watch failed"
+        )
 
     # -- converging -----------------------------------------------------------
 
-    def _converge(self, only: set[str] | None, causes: dict[str, str], label: str) -> None:
-        if only is not None:
-            only &= self.converger.policy.resources.keys()
-            if not only:
+    async def _converge(self, only: set[str] | None, causes: dict[str, str], label: str) -> None:
+        """One engine run, in a worker thread, under the lock."""
+        assert self._lock is not None
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if only is not None:
+                only &= self.converger.policy.resources.keys()
+                if not only:
+                    return
+            now = time.time()
+            try:
+                outcomes = await loop.run_in_executor(
+                    None, lambda: list(self.converger.run(only, causes, label))
+                )
+            except UndistroError as exc:
+                self._counts["failures"] += 1
+                self._log(f"check failed ({label}): {exc}")
+                self.converger.journal_agent("failed", label, error=str(exc))
                 return
-        now = time.time()
-        try:
-            for out in self.converger.run(only, causes, label):
+            for out in outcomes:
                 self._note(out, now)
-        except UndistroError as exc:
-            self._counts["failures"] += 1
-            self._log(f"check failed ({label}): {exc}")
-            self.converger.journal_agent("failed", label, error=str(exc))
+            if only is None:
+                self._full_check = (now, label)
+                await self._retire(loop)
+
+    async def _retire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After a full run (under the lock): stop the services that left the policy."""
+        services = self.services
+        if services is None or not services.recorded():
             return
-        if only is None:
-            self._full_check = (now, label)
+        keep = self.converger.service_names()
+        try:
+            gone = await loop.run_in_executor(None, services.retire, keep)
+        except UndistroError as exc:
+            self._log(f"stopping services that left the policy failed: {exc}")
+            self.converger.journal_agent("failed", "services left the policy", error=str(exc))
+            return
+        for name in gone:
+            self._promises.pop(f"service:{name}", None)
+            self._log(f"stopped service {name}: it left the policy")
+        if gone:
+            self.converger.journal_agent(
+                "repaired", *(f"stopped service:{n}: it left the policy" for n in gone)
+            )
+
+    async def _journal_agent(self, outcome: str, *causes: str, error: str | None = None) -> None:
+        """Journal from the loop, never beside an engine run's own commit."""
+        assert self._lock is not None
+        async with self._lock:
+            self.converger.journal_agent(outcome, *causes, error=error)
+
+    # -- services ---------------------------------------------------------------
+
+    async def _before_start(self, spec: ServiceSpec) -> None:
+        """Before a restart the supervisor initiates itself (a crash), converge
+        everything the service requires: it never restarts on drifted
+        configuration. Raises if a requirement failed (the backend then
+        marks the service failed instead of starting it)."""
+        rid = f"service:{spec.name}"
+        if rid not in self.converger.policy.resources:
+            return
+        closure = self.converger.requirements(rid) - {rid}
+        if not closure:
+            return
+        await self._converge(closure, {}, f"before restarting {rid}")
+        bad = [r for r in closure if self._promise(r).state in ("failed", "skipped")]
+        if bad:
+            from undistro.errors import ApplyError
+
+            raise ApplyError(f"requirement {bad[0]} did not converge")
+
+    def _on_service_event(self, event: ServiceEvent) -> None:
+        """A backend's report (on the loop). A crash loop or a failed start
+        makes the promise failed and is journalled; restarts are logged."""
+        status = event.status
+        rid = f"service:{status.name}"
+        if status.phase.value == "failed":
+            now = time.time()
+            self._note(Outcome(rid, "failed", f"supervisor: {event.cause}", (), event.cause), now)
+            self._spawn(
+                self._journal_service(rid, "failed", f"supervisor: {event.cause}", event.cause)
+            )
+        elif status.phase.value == "backoff" or event.cause == "adopted":
+            self._log(f"{rid}: {event.cause}")
+
+    async def _journal_service(self, rid: str, outcome: str, cause: str, error: str) -> None:
+        from undistro.state import JournalEntry, new_run_id
+
+        assert self._lock is not None
+        async with self._lock:
+            entry = JournalEntry(time.time(), new_run_id(), rid, outcome, cause, (), error=error)
+            self.converger.store.commit(journal=[entry])
 
     def _note(self, out: Outcome, now: float) -> None:
         self._counts["checks"] += 1
@@ -279,7 +403,7 @@ class Agent:
 
     # -- control socket -------------------------------------------------------
 
-    def _request(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
@@ -292,20 +416,61 @@ class Agent:
             resources = {rid: self._promise(rid).as_dict() for rid in ids}
             return {"ok": True, **self.stats(), "resources": resources}
         if op == "reload":
-            if self._reload("reload requested") == REJECTED:
+            if await self._reload("reload requested") == REJECTED:
                 return {"ok": False, "error": self._last_policy_error}
             return {"ok": True, "resources": len(self.converger.policy.resources)}
         if op == "apply":
-            return self._apply(request)
-        return {"ok": False, "error": f"unknown op {op!r} (known: status, apply, reload)"}
+            return await self._apply(request)
+        if op == "services":
+            assert self.services is not None
+            return {"ok": True, "services": self.services.stats()}
+        if op == "service":
+            return await self._service_command(request)
+        return {
+            "ok": False,
+            "error": f"unknown op {op!r} (known: status, apply, reload, services, service)",
+        }
 
-    def _apply(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _service_command(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``undistro service start|stop|restart|reload NAME``: on the loop,
+        not under the lock, so that a start converges the service's
+        requirements first through the start hook, like a crash restart."""
+        assert self.services is not None
+        action, name = request.get("action"), request.get("name")
+        if action not in ("start", "stop", "restart", "reload") or not isinstance(name, str):
+            return {
+                "ok": False,
+                "error": "expected an action (start|stop|restart|reload) and a NAME",
+            }
+        resource = self.converger.policy.resources.get(f"service:{name}")
+        found: tuple[ServiceSpec, str] | None
+        if resource is not None:
+            found = (resource.spec(self.converger.root), resource.values["backend"])  # type: ignore[attr-defined]
+        else:
+            found = self.services.applied(name)
+            if found is None or action != "stop":
+                return {"ok": False, "error": f"no service {name!r} in the policy"}
+        try:
+            status = await self.services.command(action, found[1], found[0])
+        except (UndistroError, OSError) as exc:
+            return {"ok": False, "error": f"service {name}: {exc}"}
+        if status is None:
+            return {"ok": True, "phase": "stopped", "pid": None}
+        if status.phase.value == "failed":
+            return {
+                "ok": False,
+                "error": f"service {name} failed ({status.status_text or 'undistro logs ' + name})",
+            }
+        return {"ok": True, "phase": status.phase.value, "pid": status.pid}
+
+    async def _apply(self, request: dict[str, Any]) -> dict[str, Any]:
         """Re-read the policy and converge all of it; reply with the report
         ``undistro apply`` would have printed, and its exit status."""
         from io import StringIO
 
         from undistro.commands._report import print_run, summary_line
 
+        assert self._lock is not None
         wanted = request.get("policy")
         if wanted is not None and os.path.abspath(wanted) != self.converger.policy_dir:
             return {
@@ -314,13 +479,17 @@ class Agent:
                 " (stop it, or apply its policy)",
             }
         try:
-            self.converger.reload()
+            async with self._lock:
+                self.converger.reload()
         except PolicyError as exc:
-            self._reject(exc, "apply via agent")
+            await self._reject(exc, "apply via agent")
             return {"ok": False, "error": str(exc)}
         self._declare_all()
-        self._sync_watches()
-        summary = self.converger.apply("apply (via agent)")
+        await self._sync_watches()
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            summary = await loop.run_in_executor(None, self.converger.apply, "apply (via agent)")
+            await self._retire(loop)
         now = time.time()
         for result in summary.results.values():
             self._note(

@@ -11,6 +11,7 @@ from undistro.errors import UsageError
 if TYPE_CHECKING:
     from undistro.engine import Engine
     from undistro.policy import Node, Policy
+    from undistro.resources import ServiceControl
     from undistro.state import StateStore
 
 
@@ -73,10 +74,12 @@ class Session:
             )
         return load_policy(chosen, self.node, self.facts, cache_dir=self.state_dir)
 
-    def engine(self, policy: Policy) -> Engine:
+    def engine(self, policy: Policy, services: ServiceControl | None = None) -> Engine:
         from undistro.engine import Engine
 
-        return Engine(policy, root=self.root, state=self.store(), facts=self.facts)
+        return Engine(
+            policy, root=self.root, state=self.store(), facts=self.facts, services=services
+        )
 
 
 def open_session(args: argparse.Namespace) -> Session:

@@ -21,6 +21,7 @@ examples:
   undistro agent /srv/policy                  converge, then repair on every event
   undistro agent examples/demo --root /tmp/r  the same, under a test root
   kill -HUP $(pidof undistro)                 re-read the policy (or: undistro reload)
+  undistro agent --init /srv/policy           as PID 1 of a container: reap, forward signals
 
 At start the agent converges everything (changes made while it was down are
 caught there), then sleeps: it wakes only when inotify reports a change to a
@@ -59,6 +60,12 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_policy_options(agent)
+    agent.add_argument(
+        "--init",
+        action="store_true",
+        help="act as PID 1 too: run the agent in a child, reap every zombie, forward "
+        "SIGTERM/SIGINT/SIGHUP, and exit with the agent's status",
+    )
     agent.set_defaults(func=run_agent)
 
     status = sub.add_parser(
@@ -85,6 +92,11 @@ def register(sub: Any) -> None:
 
 
 def run_agent(args: argparse.Namespace) -> int:
+    if getattr(args, "init", False):
+        from undistro.supervisor._init import run_as_init
+
+        args.init = False
+        return run_as_init(lambda: run_agent(args))
     # The agent speaks no TLS (its socket is local; the fleet talks to a
     # loopback Serf). asyncio imports ssl only if it can, and it weighs ~4 MB
     # of a 35 MB budget: a None entry makes that import fail quietly. Only

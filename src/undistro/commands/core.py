@@ -102,11 +102,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from undistro.commands._hosted import run_policy
     from undistro.commands._report import print_run
 
     session = open_session(args)
     policy = session.policy(args.policy_dir)
-    summary = session.engine(policy).run(cause="plan", dry_run=True)
+    summary, _ = run_policy(session, policy, cause="plan", dry_run=True)
     print_run(summary, sys.stdout, show_diffs=not args.no_diff, color=sys.stdout.isatty())
     return 0 if summary.count("failed") == 0 else 1
 
@@ -122,12 +123,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
     )
     if agent_exit is not None:
         return agent_exit  # a running agent applied it: no race with its repairs
+    from undistro.commands._hosted import run_policy
+
     policy = session.policy(args.policy_dir)
-    summary = session.engine(policy).run(cause="apply (command line)")
+    summary, services = run_policy(session, policy, cause="apply (command line)")
     if args.quiet:
         print(summary_line(summary))
     else:
         print_run(summary, sys.stdout, show_diffs=not args.no_diff, color=sys.stdout.isatty())
+    for line in services:
+        print(line)
     return 0 if summary.ok else 1
 
 

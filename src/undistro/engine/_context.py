@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from undistro._accounts import Lookup
-from undistro.resources._base import Fingerprint
+from undistro.errors import ApplyError
+from undistro.resources._base import Fingerprint, ServiceControl
 
 
 class RunContext:
@@ -19,8 +20,10 @@ class RunContext:
         root: str,
         facts: Mapping[str, Any],
         fingerprints: Mapping[str, Fingerprint],
+        services: ServiceControl | None = None,
     ) -> None:
         self.root = root
+        self._services = services
         self.facts = facts
         self._prefix = "" if root == "/" else root.rstrip("/")
         self._stored = fingerprints
@@ -53,6 +56,13 @@ class RunContext:
 
     def accounts_changed(self) -> None:
         self._lookup.invalidate()
+
+    def services(self) -> ServiceControl:
+        if self._services is None:
+            raise ApplyError(
+                "no supervisor in this run (services are driven by 'undistro apply' or the agent)"
+            )
+        return self._services
 
     def flush(self) -> dict[str, OSError]:
         """Make every staged file durable, then put it in place.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from undistro.engine._context import RunContext
 from undistro.errors import UndistroError
-from undistro.resources._base import Action, Fingerprint, Resource
+from undistro.resources._base import Action, Fingerprint, Resource, ServiceControl
 from undistro.state import JournalEntry, StateStore, new_run_id
 
 if TYPE_CHECKING:
@@ -106,6 +106,8 @@ class Engine:
 
     ``workers`` bounds how many resources execute at once; resources that
     share a ``lock`` (the account databases) never run concurrently.
+    ``services`` is handed to resources through the context; a run that
+    drives services must not be on the thread of the loop hosting them.
     """
 
     def __init__(
@@ -116,8 +118,10 @@ class Engine:
         state: StateStore,
         facts: Mapping[str, Any],
         workers: int | None = None,
+        services: ServiceControl | None = None,
     ) -> None:
         self.policy = policy
+        self.services = services
         self.root = root
         self.state = state
         self.facts = facts
@@ -145,7 +149,7 @@ class Engine:
         selected = None if only is None else set(only)
         refresh = set(notified)
         notifier: dict[str, str] = {}
-        ctx = RunContext(self.root, self.facts, self._fingerprints(selected))
+        ctx = RunContext(self.root, self.facts, self._fingerprints(selected), self.services)
         results: dict[str, Result] = {}
         marker = os.path.join(self.state.state_dir, "apply.unfinished")
         if not dry_run and os.path.exists(marker):

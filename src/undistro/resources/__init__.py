@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from undistro.resources._base import Action, Context, Fingerprint, Resource, Watch
+from undistro.resources._base import (
+    Action,
+    Context,
+    Fingerprint,
+    Resource,
+    ServiceControl,
+    Watch,
+)
 
 TYPES: dict[str, str] = {
     "file": "undistro.resources.file:File",
@@ -18,6 +25,7 @@ TYPES: dict[str, str] = {
     "group": "undistro.resources.group:Group",
     "exec": "undistro.resources.exec:Exec",
     "keg": "undistro.resources.keg:Keg",
+    "service": "undistro.resources.service:Service",
 }
 
 
@@ -28,4 +36,13 @@ def resource_class(type_name: str) -> type[Resource]:
     return cls
 
 
-__all__ = ["TYPES", "Action", "Context", "Fingerprint", "Resource", "Watch", "resource_class"]
+__all__ = [
+    "TYPES",
+    "Action",
+    "Context",
+    "Fingerprint",
+    "Resource",
+    "ServiceControl",
+    "Watch",
+    "resource_class",
+]

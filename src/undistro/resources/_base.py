@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 from undistro.errors import ValidationError
+
+if TYPE_CHECKING:
+    from undistro.supervisor import ServiceSpec, ServiceStatus
 
 
 class Fingerprint(NamedTuple):
@@ -107,6 +110,37 @@ class Context(Protocol):
     def accounts_changed(self) -> None:
         """Drop cached passwd/group lookups after editing them."""
         ...
+
+    def services(self) -> ServiceControl:
+        """The supervisor backends; ApplyError if this run has none (a run
+        made without an event loop to host them)."""
+        ...
+
+
+class ServiceControl(Protocol):
+    """Synchronous access to the supervisor backends, for ``[[service]]``.
+
+    ``backend`` is ``"builtin"``, ``"s6"`` or ``"systemd"``. Calls block the
+    engine's worker thread until the backend (on the main thread's loop)
+    answers; ``start``/``restart`` return once the service is ready or
+    failed, or raise ApplyError after ``timeout`` seconds.
+    """
+
+    def status(self, backend: str, spec: ServiceSpec) -> ServiceStatus | None:
+        """Its status (adopting a service left running); None if unsupervised."""
+        ...
+
+    def applied(self, name: str) -> tuple[ServiceSpec, str] | None:
+        """The spec it was last started with, and the backend."""
+        ...
+
+    def start(self, backend: str, spec: ServiceSpec, timeout: float) -> ServiceStatus: ...
+
+    def restart(self, backend: str, spec: ServiceSpec, timeout: float) -> ServiceStatus: ...
+
+    def stop(self, backend: str, name: str) -> ServiceStatus | None: ...
+
+    def reload(self, backend: str, name: str) -> ServiceStatus: ...
 
 
 class PolicyInputs(Protocol):

@@ -7,6 +7,7 @@ sd_notify socket, s6 fifodirs, D-Bus signals) and never polls.
 from typing import TYPE_CHECKING
 
 from undistro.supervisor._builtin import BuiltinBackend
+from undistro.supervisor._control import Supervisors, recorded_status, run_hosted
 from undistro.supervisor._init import run_as_init
 from undistro.supervisor._policy import validate_spec
 from undistro.supervisor._spec import (
@@ -33,8 +34,11 @@ __all__ = [
     "ServiceSpec",
     "ServiceStatus",
     "StartHook",
+    "Supervisors",
     "SystemdBackend",
+    "recorded_status",
     "run_as_init",
+    "run_hosted",
     "validate_spec",
 ]
 

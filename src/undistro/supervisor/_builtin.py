@@ -129,6 +129,28 @@ class BuiltinBackend:
             await self._spawn(svc)
         return await self._settle(svc)
 
+    async def adopt(self, spec: ServiceSpec) -> ServiceStatus | None:
+        """Take over the service if a previous supervisor left it running; never spawn.
+
+        Returns its status, or None (and forgets it) if it is not running:
+        how a one-shot run probes a service, or stops one that left the policy.
+        """
+        validate_spec(spec)
+        known = self._services.get(spec.name)
+        if known is not None:
+            return known.snapshot()
+        if self._records.load(spec.name) is None:
+            return None
+        svc = Service(spec, resolve_identity(spec))
+        self._open_channels(svc)
+        self._services[spec.name] = svc
+        self._adopt(svc, spec)
+        if svc.pid is None:
+            self._close_channels(svc)
+            del self._services[spec.name]
+            return None
+        return svc.snapshot()
+
     async def stop(self, name: str) -> ServiceStatus:
         """Stop the service and its whole process group; it stays known, in STOPPED."""
         svc = self._get(name)

@@ -1,0 +1,123 @@
+"""A small real service for tests, and a reaper that kills every one started.
+
+``service_cmd(tmp, mode, ...)`` gives the argv of a Python program that
+records its pid in ``tmp/pids`` (so the test can kill it whatever happens),
+prints the config file it was told to read, optionally waits, then says
+READY=1 on ``$NOTIFY_SOCKET`` and behaves as ``mode`` says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+SCRIPT = r"""
+import os, signal, socket, sys, time
+mode, pids, delay, config = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+open(os.path.join(pids, str(os.getpid())), "w").close()
+signal.signal(signal.SIGHUP, lambda *_: print("reloaded", flush=True))
+if config != "-":
+    with open(config) as f:
+        print("config:", f.read().strip(), flush=True)
+print("started", os.getpid(), flush=True)
+if mode == "crash":
+    time.sleep(delay)
+    sys.exit(1)
+if mode == "ignore-term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child = os.fork()
+    if child == 0:
+        open(os.path.join(pids, str(os.getpid())), "w").close()
+        while True:
+            time.sleep(1000)
+time.sleep(delay)
+if os.environ.get("NOTIFY_SOCKET"):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:  # as sd_notify does: no supervisor listening is not an error
+        s.connect(os.environ["NOTIFY_SOCKET"])
+        s.send(b"READY=1\nSTATUS=serving")
+    except OSError:
+        pass
+    s.close()
+print("ready", flush=True)
+while True:
+    time.sleep(1000)
+"""
+
+
+def service_cmd(tmp: Path, mode: str = "serve", delay: float = 0.0, config: str = "-") -> str:
+    """A TOML array literal: the argv of the test service."""
+    script = tmp / "svc.py"
+    if not script.exists():
+        script.write_text(SCRIPT)
+    pids = tmp / "pids"
+    pids.mkdir(exist_ok=True)
+    argv = [sys.executable, str(script), mode, str(pids), str(delay), config]
+    return "[" + ", ".join(f'"{a}"' for a in argv) + "]"
+
+
+def started(tmp: Path) -> list[int]:
+    """Pids of every service process started so far, oldest first."""
+    pids = tmp / "pids"
+    if not pids.exists():
+        return []
+    return sorted(
+        (int(p.name) for p in pids.iterdir()), key=lambda p: (pids / str(p)).stat().st_mtime_ns
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def kill_all(tmp: Path, state_dir: str | None = None) -> None:
+    """SIGKILL every service process (and its group) a test started, and an
+    s6-svscan it made (SIGTERM: it takes its supervisors with it)."""
+    if state_dir is not None:
+        pidfile = Path(state_dir) / "services" / "s6" / "s6-svscan.pid"
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            svscan = int(pidfile.read_text())
+            os.kill(svscan, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while alive(svscan) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    for pid in started(tmp):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def short_tmp() -> Iterator[Path]:
+    """A temp dir under /tmp with a short name (a notify socket's path must
+    fit in 107 bytes; pytest's tmp_path does not) and ``root/`` in it; on
+    exit every service process started there is killed and the dir removed."""
+    tmp = Path(tempfile.mkdtemp(prefix="usv-", dir="/tmp"))
+    (tmp / "root").mkdir()
+    try:
+        yield tmp
+    finally:
+        kill_all(tmp, str(tmp / "root" / "var" / "lib" / "undistro"))
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def wait_started(tmp: Path, count: int = 1, timeout: float = 10) -> list[int]:
+    """Wait (tests may poll) until ``count`` service processes have started."""
+    deadline = time.monotonic() + timeout
+    while len(pids := started(tmp)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(pids)} of {count} service processes started")
+        time.sleep(0.02)
+    return pids
