@@ -34,11 +34,13 @@ def run_policy(
     with services recorded by an earlier run, the engine runs in a worker
     thread while this thread's loop hosts the backends.
     """
-    from undistro.supervisor import run_hosted
-
     names = service_names(policy)
     if not names and not _recorded(session.state_dir):
         return session.engine(policy).run(cause=cause, dry_run=dry_run), []
+
+    # Only now: the supervisor brings asyncio (~10 MB) that a policy
+    # without services must not pay for.
+    from undistro.supervisor import run_hosted
 
     def work(services: Supervisors) -> tuple[RunSummary, list[str]]:
         summary = session.engine(policy, services).run(cause=cause, dry_run=dry_run)
