@@ -13,9 +13,7 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 from typing import Any
 
 from undistro.errors import UndistroError
@@ -44,6 +42,11 @@ def try_agent(
     and each read (``None``: wait, as an apply may take long).
     """
     path = socket_path(state_dir)
+    if not os.path.exists(path):
+        return None  # the common case of a one-shot run: pay for nothing more
+    import json
+    import socket
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(timeout)

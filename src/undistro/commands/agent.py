@@ -8,7 +8,6 @@ socket and start in a few milliseconds.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
@@ -128,6 +127,8 @@ def run_status(args: argparse.Namespace) -> int:
     if reply is None:
         return _status_from_journal(state_dir, socket_path(state_dir), args.json)
     if args.json:
+        import json
+
         print(json.dumps(reply, indent=2, sort_keys=True))
         return 0
     for line in format_status(reply, every=args.all):
@@ -199,6 +200,8 @@ def _status_from_journal(state_dir: str, sock: str, as_json: bool) -> int:
 
     entries = StateStore(state_dir).journal(limit=20)
     if as_json:
+        import json
+
         print(json.dumps({"agent": None, "journal": [e._asdict() for e in entries]}, default=str))
         return 0
     print(f"no agent runs (no socket at {sock}); last journal entries:")

@@ -11,7 +11,6 @@ could start a service but not supervise it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -99,6 +98,8 @@ def cmd_services(args: argparse.Namespace) -> int:
     source = "agent" if reply is not None else "disk"
     services = reply["services"] if reply is not None else services_on_disk(state_dir)
     if args.json:
+        import json
+
         print(json.dumps({"source": source, "services": services}, indent=2, sort_keys=True))
         return 0
     if reply is None:

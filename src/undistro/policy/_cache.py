@@ -50,11 +50,9 @@ def load_policy(
     cache_dir: str | None = None,
 ) -> Policy:
     """The compiled policy, from the cache when nothing it depends on moved."""
-    from undistro.policy._loader import compile_policy
-
     policy_dir = os.path.abspath(policy_dir)
     if cache_dir is None:
-        policy = compile_policy(policy_dir, node, facts)
+        policy = _compile(policy_dir, node, facts)
         policy.digest = _digest(cache_key(policy_dir, node, facts))
         return policy
     key = cache_key(policy_dir, node, facts)
@@ -62,10 +60,17 @@ def load_policy(
     cached = _read(path, key)
     if cached is not None:
         return cached
-    policy = compile_policy(policy_dir, node, facts)
+    policy = _compile(policy_dir, node, facts)
     policy.digest = _digest(key)
     _write(path, key, policy)
     return policy
+
+
+def _compile(policy_dir: str, node: Node, facts: Mapping[str, Any]) -> Policy:
+    # The loader (TOML, templates) is imported only on a miss.
+    from undistro.policy._loader import compile_policy
+
+    return compile_policy(policy_dir, node, facts)
 
 
 def _digest(key: bytes) -> str:

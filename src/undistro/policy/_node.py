@@ -45,17 +45,18 @@ def load_node(root: str = "/", config: str | None = None, extra_tags: Sequence[s
     path = config or os.path.join(root, DEFAULT_NODE_CONFIG.lstrip("/"))
     node = Node(root=root)
     data: dict[str, Any] = {}
-    import tomllib
-
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            import tomllib  # only when there is a node config to read
+
+            try:
+                data = tomllib.load(f)
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise PolicyError(f"{path}: not valid TOML: {exc}") from None
         node.config_path = path
     except FileNotFoundError:
         if config is not None:
             raise PolicyError(f"{path}: node config not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise PolicyError(f"{path}: {exc.strerror}") from None
     unknown = sorted(set(data) - _KEYS)
