@@ -128,3 +128,27 @@ def test_root_rebases_everything(
     assert (root / "etc/undistro-test-only").exists()
     expected_state = state if flag == "--state-dir" else root / "var/lib/undistro"
     assert (expected_state / "state.db").exists()
+
+
+def test_each_command_module_declares_exactly_what_it_registers() -> None:
+    import argparse
+    from importlib import import_module
+
+    from undistro.cli import COMMAND_MODULES
+
+    for name in COMMAND_MODULES:
+        module = import_module(name)
+        sub = argparse.ArgumentParser().add_subparsers()
+        module.register(sub)
+        assert tuple(sub.choices) == module.COMMANDS, name
+
+
+def test_help_of_every_command_is_reachable(cli: RunCli) -> None:
+    from importlib import import_module
+
+    from undistro.cli import COMMAND_MODULES
+
+    for name in COMMAND_MODULES:
+        for command in import_module(name).COMMANDS:
+            code, out, _ = cli(command, "--help")
+            assert code == 0 and f"undistro {command}" in out, command

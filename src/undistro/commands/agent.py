@@ -50,6 +50,10 @@ keeps the previous one), 1 if no agent runs.
 """
 
 
+COMMANDS = ("agent", "status", "reload")
+"""The commands ``register`` adds (the CLI builds only what a run needs)."""
+
+
 def register(sub: Any) -> None:
     agent = sub.add_parser(
         "agent",

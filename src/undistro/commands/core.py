@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import re
 import sys
 import time
@@ -49,6 +48,10 @@ file, and the last changes made to it with their causes.
 examples:
   undistro why /etc/motd --root /tmp/demo-root
 """
+
+
+COMMANDS = ("plan", "apply", "log", "why")
+"""The commands ``register`` adds (the CLI builds only what a run needs)."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -153,7 +156,7 @@ def cmd_log(args: argparse.Namespace) -> int:
         )
         return 0
     for e in entries:
-        stamp = dt.datetime.fromtimestamp(e.time).strftime("%Y-%m-%d %H:%M:%S")
+        stamp = _stamp(e.time)
         print(f"{stamp}  {e.outcome:<8} {e.resource}  ({e.cause})")
         for action in e.actions:
             print(f"    {action}")
@@ -184,7 +187,7 @@ def cmd_why(args: argparse.Namespace) -> int:
     if not entries:
         print("  no change recorded: it has been kept since it was first managed")
     for e in entries:
-        stamp = dt.datetime.fromtimestamp(e.time).strftime("%Y-%m-%d %H:%M:%S")
+        stamp = _stamp(e.time)
         what = "; ".join(e.actions) or e.error or ""
         print(f"  {stamp}  {e.outcome:<8} {what}  (cause: {e.cause})")
     return 0
@@ -200,8 +203,14 @@ def parse_when(text: str) -> float:
     if match:
         return time.time() - int(match.group(1)) * _UNIT[match.group(2)]
     try:
-        return dt.datetime.fromisoformat(text).timestamp()
+        import datetime
+
+        return datetime.datetime.fromisoformat(text).timestamp()
     except ValueError:
         raise UsageError(
             f"cannot read time {text!r}: use an age like 2h or an ISO time like 2026-11-29T08:00"
         ) from None
+
+
+def _stamp(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))

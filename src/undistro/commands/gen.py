@@ -61,6 +61,10 @@ A node trusts the keys in ROOT{TRUSTED_KEYS}/*.pub and those given with
 """
 
 
+COMMANDS = ("gen", "gc", "keg")
+"""The commands ``register`` adds (the CLI builds only what a run needs)."""
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser(
         "gen", help="list, switch, roll back and compare generations", description=GEN_HELP,

@@ -53,6 +53,10 @@ SHA-256; a download enters it only if its hash is the recipe's. Mirrors
 DEFAULT_CACHE = "/var/cache/undistro/sources"
 
 
+COMMANDS = ("recipe", "keg", "sources")
+"""The commands ``register`` adds (the CLI builds only what a run needs)."""
+
+
 def register(sub: Any) -> None:
     recipe = command_group(sub, "recipe", "write and check recipes", "Write and check recipes.")
     new = _parser(recipe, "new", "scaffold a recipe from a name and a source URL", RECIPE_EPILOG)

@@ -55,6 +55,10 @@ examples:
 """
 
 
+COMMANDS = ("services", "service", "logs")
+"""The commands ``register`` adds (the CLI builds only what a run needs)."""
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "services", help="list supervised services", description=SERVICES_HELP, formatter_class=_RAW

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import traceback
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -355,6 +354,8 @@ def _say(exc: BaseException) -> str:
         return f"{exc.strerror}{where}"
     if isinstance(exc, UndistroError | OSError | KeyError):
         return str(exc.args[0]) if exc.args else type(exc).__name__
+    import traceback
+
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" at {os.path.basename(last[0].filename)}:{last[0].lineno}" if last else ""
     return f"{type(exc).__name__}: {exc}{where}"

@@ -7,7 +7,6 @@ makes it different.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from typing import Any, ClassVar
 
@@ -219,6 +218,8 @@ class Remove(Action):
 
     def execute(self, ctx: Context) -> str | None:
         if self.kind == "directory":
+            import shutil  # costs bz2 and lzma: only when removing a tree
+
             shutil.rmtree(self.path)
         else:
             os.unlink(self.path)

@@ -15,7 +15,6 @@ directory that the policy does not declare is removed — the way to make a
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -116,6 +115,8 @@ class Purge(Action):
         self.summary = f"purge unmanaged: {shown}"
 
     def execute(self, ctx: Context) -> str | None:
+        import shutil
+
         for name in self.names:
             path = os.path.join(self.path, name)
             try:
