@@ -94,7 +94,8 @@ def markdown(
         "",
         f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['memory']}, "
         f"Debian {info['debian']}, kernel {info['kernel']}, work directory on {fs}; "
-        f"load average at the end {info['load_average']}.",
+        f"load average {info.get('load_average_start', '?')} at the start, "
+        f"{info['load_average']} at the end (the machine is shared: prefer CPU s to wall s).",
         "",
         "Versions: " + "; ".join(f"{tool} {v}" for tool, v in versions.items()) + ".",
         "",
@@ -141,7 +142,42 @@ def markdown(
                 f"{g['open']} | {g['read']} | {g['write']} | {g['sync']} | {g['rename']} | "
                 f"{g['total']} | {top} |"
             )
+    lines += _marginal(cells)
     failures = [c for c in cells if c.error]
     if failures:
         lines += ["", *(f"- {c.tool} N={c.n}: {c.error}" for c in failures)]
     return "\n".join(lines) + "\n"
+
+
+def _marginal(cells: list[Cell]) -> list[str]:
+    """Syscalls per *extra* file between a tool's smallest and largest traced N.
+
+    Per-file figures at small N are mostly start-up (an interpreter, a
+    runtime, fact discovery); the slope is what each managed file costs.
+    """
+    rows = []
+    for tool in dict.fromkeys(c.tool for c in cells):
+        traced = sorted((c for c in cells if c.tool == tool and c.syscalls), key=lambda c: c.n)
+        if len(traced) < 2 or traced[0].n == traced[-1].n:
+            continue
+        small, large = traced[0], traced[-1]
+        for phase in PHASES:
+            if phase not in small.syscalls or phase not in large.syscalls:
+                continue
+            a, b = group_syscalls(small.syscalls[phase]), group_syscalls(large.syscalls[phase])
+            per = {k: (b[k] - a[k]) / (large.n - small.n) for k in a}
+            rows.append(
+                f"| {tool} | {small.n}→{large.n} | {PHASE_TITLES[phase]} | "
+                + " | ".join(f"{per[k]:.2f}" for k in ("stat", "open", "read", "write", "sync"))
+                + f" | {per['total']:.1f} |"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "Syscalls per extra managed file (slope between the smallest and largest N):",
+        "",
+        "| tool | N | phase | stat-family | open | read | write | fsync-family | all |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]

@@ -125,6 +125,7 @@ class Ansible(Tool):
             **os.environ,
             "HOME": str(state),
             "ANSIBLE_LOCAL_TEMP": str(state / "tmp"),
+            "ANSIBLE_REMOTE_TEMP": str(state / "remote-tmp"),
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_RETRY_FILES_ENABLED": "0",
         }

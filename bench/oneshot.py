@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="undistro-bench-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
     versions = {t.name: t.version() for t in tools}
+    load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     cells = []
     try:
         for n in sizes:
@@ -166,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                 if limit is None or n <= limit:
                     cells.append(measure(tool, scenario, work, args))
         command = "python -m bench.oneshot " + shlex.join(argv)
-        report = markdown(
-            cells, command=command, versions=versions, info=machine(), fs=_filesystem(work)
-        )
+        info = {**machine(), "load_average_start": load_at_start}
+        fs = _filesystem(work)
+        report = markdown(cells, command=command, versions=versions, info=info, fs=fs)
     finally:
         if args.keep or any(c.error for c in cells):
             _progress(f"work directory and logs kept in {work}")
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "command": command,
                 "layout": str(args.layout),
-                "machine": machine(),
+                "machine": info,
                 "versions": versions,
                 "cells": [c.to_json() for c in cells],
             },
