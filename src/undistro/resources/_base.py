@@ -6,7 +6,7 @@ A resource is a small declarative promise. The engine calls, in order:
 ``probe(ctx)``      reads the current state into a small value
 ``plan(state)``     PURE: the actions that would make the promise true;
                     an empty list means the promise is *kept*
-``refresh()``       the actions a ``notify`` from a repaired resource runs
+``refresh(state)``  PURE: what a ``notify`` from a repaired resource adds
 ``watches()``       the events that concern this resource (for the agent)
 
 Resources are handed a :class:`Context` — the root they live under, the
@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from undistro.errors import ValidationError
 
 
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
+class Fingerprint(NamedTuple):
     """What one ``lstat`` tells, plus the content hash that went with it.
 
     If a fresh ``lstat`` gives the same inode, size, mtime, mode and owner,
@@ -55,8 +53,7 @@ class Fingerprint:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Watch:
+class Watch(NamedTuple):
     """An event source that concerns a resource.
 
     ``kind`` is ``"path"`` (``target`` is an absolute, rebased path; the agent
@@ -110,11 +107,26 @@ class Context(Protocol):
         ...
 
 
+class PolicyInputs(Protocol):
+    """What the loader offers a resource while preparing it (no engine)."""
+
+    def read_source(self, relpath: str) -> bytes:
+        """Bytes of ``files/RELPATH`` in the policy; ValueError if missing."""
+        ...
+
+    def render_template(self, relpath: str, extra: Mapping[str, Any]) -> str:
+        """``templates/RELPATH`` rendered with the facts and policy variables."""
+        ...
+
+
 class Action:
     """One step that changes the world. ``summary`` is what ``plan`` prints."""
 
     summary: str = ""
-    diff: str | None = None
+
+    def diff(self) -> str | None:
+        """A unified diff for a person, computed only when shown."""
+        return None
 
     def execute(self, ctx: Context) -> str | None:
         """Do it. Return captured output worth journalling, if any."""
@@ -188,9 +200,22 @@ class Resource:
     def plan(self, state: Any) -> list[Action]:
         raise NotImplementedError
 
-    def refresh(self) -> list[Action]:
-        """Actions run when a resource this one listens to was repaired."""
+    def refresh(self, state: Any) -> list[Action]:
+        """Actions run, after ``plan``'s, when a resource that notifies this
+        one was repaired (an exec runs, a service restarts). Pure."""
         return []
+
+    def prepare(self, inputs: PolicyInputs) -> None:
+        """Load what lives beside the policy (sources, templates) once, at
+        policy load. Raise ValidationError naming the field."""
+
+    def bind(self, managed: Mapping[str, str]) -> None:
+        """Learn every managed path of the policy (path → resource id), for
+        resources whose promise depends on their neighbours (``purge``)."""
+
+    def describe(self, state: Any) -> str | None:
+        """A short line for the journal's before/after columns."""
+        return None
 
     def watches(self) -> list[Watch]:
         return []
@@ -206,6 +231,15 @@ class Resource:
 
     lock: ClassVar[str | None] = None
     """Resources sharing a lock name never converge concurrently."""
+
+    concurrent: ClassVar[bool] = False
+    """Execute in a worker thread beside other such resources. Worth it only
+    for actions that wait (commands, builds, downloads): file-system work is
+    faster inline than handed between threads."""
+
+    reprobe_after: ClassVar[bool] = True
+    """Probe again after a repair to journal the new state (not for execs,
+    whose guards may be expensive commands)."""
 
     def __repr__(self) -> str:
         return f"<{self.id}>"

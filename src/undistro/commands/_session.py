@@ -1,0 +1,90 @@
+"""What plan, apply, log and why share: the node, the root, the state, the policy."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING, Any
+
+from undistro.errors import UsageError
+
+if TYPE_CHECKING:
+    from undistro.engine import Engine
+    from undistro.policy import Node, Policy
+    from undistro.state import StateStore
+
+
+def add_root_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        default="/",
+        help="rebase every managed path, the node config and the state directory under DIR",
+    )
+    parser.add_argument(
+        "--node-config",
+        metavar="FILE",
+        help="node config to read (default: ROOT/etc/undistro/node.toml, optional)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="state directory (default: ROOT/var/lib/undistro, or the node config's state_dir)",
+    )
+
+
+def add_policy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "policy_dir",
+        nargs="?",
+        metavar="POLICY_DIR",
+        help="the policy directory (default: 'policy' from the node config)",
+    )
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="add a node tag for this run (repeatable); selects [[apply]] rules",
+    )
+    add_root_options(parser)
+
+
+class Session:
+    def __init__(self, node: Node, root: str, state_dir: str, facts: dict[str, Any]) -> None:
+        self.node = node
+        self.root = root
+        self.state_dir = state_dir
+        self.facts = facts
+
+    def store(self) -> StateStore:
+        from undistro.state import StateStore
+
+        return StateStore(self.state_dir)
+
+    def policy(self, policy_dir: str | None) -> Policy:
+        from undistro.policy import load_policy
+
+        chosen = policy_dir or self.node.policy
+        if chosen is None:
+            raise UsageError(
+                "no POLICY_DIR given and the node config names none (set 'policy' in "
+                f"{os.path.join(self.root, 'etc/undistro/node.toml')})"
+            )
+        return load_policy(chosen, self.node, self.facts, cache_dir=self.state_dir)
+
+    def engine(self, policy: Policy) -> Engine:
+        from undistro.engine import Engine
+
+        return Engine(policy, root=self.root, state=self.store(), facts=self.facts)
+
+
+def open_session(args: argparse.Namespace) -> Session:
+    from undistro.policy import load_node
+
+    root = os.path.abspath(args.root)
+    if not os.path.isdir(root):
+        raise UsageError(f"--root {args.root}: not a directory")
+    node = load_node(root, args.node_config, getattr(args, "tag", ()))
+    state_dir = args.state_dir or os.path.join(root, node.state_dir.lstrip("/"))
+    return Session(node, root, os.path.abspath(state_dir), node.facts())

@@ -1,0 +1,307 @@
+"""The engine: probe → plan → execute, level by level, with notifications.
+
+It knows the resource protocol and nothing about what a file or a user is.
+It owns what is hard to get right once: ordering, concurrency where it is
+safe, durable batched writes, turning any crash into a failed promise,
+skipping only what depends on a failure, and refresh along notify edges.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from undistro.engine._context import RunContext
+from undistro.errors import UndistroError
+from undistro.resources._base import Action, Resource
+from undistro.state import JournalEntry, StateStore, new_run_id
+
+if TYPE_CHECKING:
+    from undistro.policy._model import Policy
+
+KEPT, REPAIRED, FAILED, SKIPPED = "kept", "repaired", "failed", "skipped"
+
+
+class Result:
+    """How one promise ended, and what was (or would be) done for it."""
+
+    __slots__ = (
+        "actions",
+        "after",
+        "before",
+        "error",
+        "id",
+        "output",
+        "planned",
+        "refreshed",
+        "status",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        status: str,
+        *,
+        planned: list[Action] | None = None,
+        error: str | None = None,
+        before: str | None = None,
+        refreshed: bool = False,
+    ) -> None:
+        self.id = id
+        self.status = status
+        self.planned = planned or []
+        self.actions = [a.summary for a in self.planned]
+        self.error = error
+        self.before = before
+        self.after: str | None = None
+        self.output: str | None = None
+        self.refreshed = refreshed
+
+    def __repr__(self) -> str:
+        return f"<Result {self.id} {self.status}>"
+
+    def diffs(self) -> list[str]:
+        """Diffs of the planned actions (computed on demand: they cost)."""
+        return [d for d in (a.diff() for a in self.planned) if d]
+
+
+class RunSummary:
+    """Every promise checked by one run, in the order they were checked."""
+
+    def __init__(
+        self, policy: str, run: str, cause: str, dry_run: bool, results: dict[str, Result]
+    ):
+        self.policy = policy
+        self.run = run
+        self.cause = cause
+        self.dry_run = dry_run
+        self.results = results
+        self.seconds = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results.values() if r.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return self.count(FAILED) == 0 and self.count(SKIPPED) == 0
+
+    def changed(self) -> list[Result]:
+        return [r for r in self.results.values() if r.status != KEPT]
+
+
+class _Work(NamedTuple):
+    resource: Resource
+    state: Any
+    actions: list[Action]
+    refreshed: bool
+
+
+class Engine:
+    """Converges one policy under one root.
+
+    ``workers`` bounds how many resources execute at once; resources that
+    share a ``lock`` (the account databases) never run concurrently.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        root: str,
+        state: StateStore,
+        facts: Mapping[str, Any],
+        workers: int | None = None,
+    ) -> None:
+        self.policy = policy
+        self.root = root
+        self.state = state
+        self.facts = facts
+        self.workers = workers or min(8, (os.cpu_count() or 1) * 2)
+        self._levels = _levels(policy)
+
+    def run(
+        self,
+        only: Iterable[str] | None = None,
+        *,
+        cause: str = "apply",
+        dry_run: bool = False,
+        notified: Iterable[str] = (),
+    ) -> RunSummary:
+        """Check ``only`` these ids (all when None); ``notified`` ids get
+        their refresh actions as if a dependency had been repaired."""
+        started = time.perf_counter()
+        graph, resources = self.policy.graph, self.policy.resources
+        selected = None if only is None else set(only)
+        refresh = set(notified)
+        ctx = RunContext(self.root, self.facts, self.state.fingerprints())
+        results: dict[str, Result] = {}
+
+        for level in self._levels:
+            work: list[_Work] = []
+            for rid in level:
+                if selected is not None and rid not in selected and rid not in refresh:
+                    continue
+                res = resources[rid]
+                blocker = next(
+                    (
+                        d
+                        for d in graph.deps[rid]
+                        if d in results and results[d].status in (FAILED, SKIPPED)
+                    ),
+                    None,
+                )
+                if blocker is not None:
+                    results[rid] = Result(
+                        rid, SKIPPED, error=f"skipped: {blocker} did not converge"
+                    )
+                    continue
+                try:
+                    state = res.probe(ctx)
+                    actions = res.plan(state)
+                    refreshed = rid in refresh
+                    if refreshed:
+                        actions = actions + res.refresh(state)
+                except Exception as exc:  # a crashing resource is a failed promise
+                    results[rid] = Result(rid, FAILED, error=f"probe failed: {_say(exc)}")
+                    continue
+                if not actions:
+                    results[rid] = Result(rid, KEPT, refreshed=refreshed)
+                    continue
+                results[rid] = Result(
+                    rid,
+                    REPAIRED,
+                    planned=actions,
+                    before=_describe(res, state),
+                    refreshed=refreshed,
+                )
+                work.append(_Work(res, state, actions, refreshed))
+            if not work:
+                continue
+            if not dry_run:
+                self._execute(ctx, work, results)
+            for item in work:
+                rid = item.resource.id
+                if results[rid].status == REPAIRED:
+                    refresh.update(graph.notifies.get(rid, ()))
+
+        summary = RunSummary(self.policy.name, new_run_id(), cause, dry_run, results)
+        summary.seconds = time.perf_counter() - started
+        if not dry_run:
+            self._commit(ctx, summary)
+        return summary
+
+    # -- execution -----------------------------------------------------------
+
+    def _execute(self, ctx: RunContext, work: list[_Work], results: dict[str, Result]) -> None:
+        # Resources sharing a lock form one sequential task. Concurrent ones
+        # (commands that wait) go to worker threads; the rest run inline,
+        # since handing file-system calls between threads only adds waits.
+        inline: list[list[_Work]] = []
+        threaded: list[list[_Work]] = []
+        locked: dict[str, list[_Work]] = {}
+        for item in work:
+            res = item.resource
+            if res.lock is not None:
+                if res.lock not in locked:
+                    locked[res.lock] = []
+                    (threaded if res.concurrent else inline).append(locked[res.lock])
+                locked[res.lock].append(item)
+            else:
+                (threaded if res.concurrent else inline).append([item])
+        if len(threaded) > 1 and self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(threaded))) as pool:
+                futures = [pool.submit(self._run_task, ctx, t, results) for t in threaded]
+                for task in inline:
+                    self._run_task(ctx, task, results)
+                for future in futures:
+                    future.result()
+        else:
+            for task in threaded + inline:
+                self._run_task(ctx, task, results)
+        for path, exc in ctx.flush().items():
+            for item in work:
+                if path in {ctx.path(p) for p in item.resource.managed_paths()}:
+                    results[item.resource.id].status = FAILED
+                    results[item.resource.id].error = f"rename into place failed: {_say(exc)}"
+        for item in work:
+            result = results[item.resource.id]
+            if result.status == REPAIRED and item.resource.reprobe_after:
+                try:
+                    result.after = _describe(item.resource, item.resource.probe(ctx))
+                except Exception:
+                    result.after = None
+
+    def _run_task(self, ctx: RunContext, task: list[_Work], results: dict[str, Result]) -> None:
+        for item in task:
+            result = results[item.resource.id]
+            outputs = []
+            for action in item.actions:
+                try:
+                    out = action.execute(ctx)
+                except Exception as exc:
+                    result.status = FAILED
+                    result.error = f"{action.summary}: {_say(exc)}"
+                    break
+                if out:
+                    outputs.append(out)
+            result.output = "\n".join(outputs) or None
+
+    def _commit(self, ctx: RunContext, summary: RunSummary) -> None:
+        now = time.time()
+        entries = [
+            JournalEntry(
+                time=now,
+                run=summary.run,
+                resource=r.id,
+                outcome=r.status,
+                cause=summary.cause,
+                actions=tuple(r.actions),
+                before=r.before,
+                after=r.after,
+                output=r.output,
+                error=r.error,
+            )
+            for r in summary.changed()
+        ]
+        digest = self.policy.digest or "uncached"
+        managed = None
+        if self.state.meta("policy_digest") != digest:
+            index = self.policy.managed.items()
+            rows = [(ctx.path(p), rid, self.policy.resources[rid].source) for p, rid in index]
+            managed = (digest, rows)
+        self.state.commit(fingerprints=ctx.recorded, journal=entries, managed=managed)
+
+
+def _levels(policy: Policy) -> list[list[str]]:
+    levels: list[list[str]] = []
+    for rid in policy.graph.order:
+        n = policy.graph.level[rid]
+        while len(levels) <= n:
+            levels.append([])
+        levels[n].append(rid)
+    return levels
+
+
+def _describe(res: Resource, state: Any) -> str | None:
+    try:
+        return res.describe(state)
+    except Exception:
+        return None
+
+
+def _say(exc: BaseException) -> str:
+    """One line for a person: OSErrors as the C library says them, our own
+    errors as written, anything else with its type (it is a bug)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    if isinstance(exc, UndistroError | OSError | KeyError):
+        return str(exc.args[0]) if exc.args else type(exc).__name__
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" at {os.path.basename(last[0].filename)}:{last[0].lineno}" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"

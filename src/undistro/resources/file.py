@@ -1,0 +1,255 @@
+"""``[[file]]``: a regular file with given content, mode and owner.
+
+Example::
+
+    [[file]]
+    path = "/etc/motd"
+    template = "motd.j2"        # or content = "...", or source = "motd"
+    mode = "0644"
+    owner = "root"
+    notify = ["exec:reload-motd"]
+
+A one-shot run costs one ``lstat`` per file: the content is read and hashed
+only when the inode, size, mtime, mode or owner moved since the last run.
+Writes are atomic (temp file in the same directory, then rename); the engine
+makes a whole wave of writes durable with one sync before renaming them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any, ClassVar
+
+from undistro.errors import ValidationError
+from undistro.resources._base import (
+    Action,
+    Context,
+    Converter,
+    Fingerprint,
+    PolicyInputs,
+    boolean,
+    mode,
+    string,
+    string_table,
+)
+from undistro.resources._paths import PathResource, PathState, Refuse
+
+# What probe returns when the fingerprint proves the file is as promised.
+PROVEN = PathState("", "file")
+
+_EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+# Contents larger than this are hashed but not kept for diffs.
+_DIFF_LIMIT = 256 * 1024
+
+
+class File(PathResource):
+    type_name = "file"
+    fields: ClassVar[dict[str, Converter]] = {
+        **PathResource.common_fields,
+        "content": string,
+        "source": string,
+        "template": string,
+        "vars": string_table,
+        "mode": mode,
+        "sensitive": boolean,
+    }
+    defaults: ClassVar[dict[str, Any]] = {"ensure": "present", "sensitive": False}
+
+    data: bytes | None = None
+    sha256: str | None = None
+
+    def validate(self) -> None:
+        given = [k for k in ("content", "source", "template") if k in self.values]
+        if len(given) > 1:
+            raise ValidationError(
+                given[1], f"give only one of content, source, template (got {given[0]} too)"
+            )
+        if "vars" in self.values and "template" not in self.values:
+            raise ValidationError("vars", "only makes sense with template")
+        if "content" in self.values:
+            # Kept once, as bytes: the compiled policy is smaller to load.
+            self._set_data(self.values.pop("content").encode())
+
+    def prepare(self, inputs: PolicyInputs) -> None:
+        if "source" in self.values:
+            try:
+                self._set_data(inputs.read_source(self.values["source"]))
+            except ValueError as exc:
+                raise ValidationError("source", str(exc)) from None
+        elif "template" in self.values:
+            try:
+                text = inputs.render_template(self.values["template"], self.values.get("vars", {}))
+            except ValueError as exc:
+                raise ValidationError("template", str(exc)) from None
+            self._set_data(text.encode())
+
+    def _set_data(self, data: bytes) -> None:
+        import hashlib
+
+        self.data = data
+        self.sha256 = hashlib.sha256(data).hexdigest()
+
+    # -- probe / plan --------------------------------------------------------
+
+    def probe(self, ctx: Context) -> PathState:
+        path = ctx.path(self.path)
+        st = None
+        if self.data is not None and self.values["ensure"] == "present":
+            # The fast path of a no-op run: one lstat, proven against the
+            # fingerprint stored when the content was last known right.
+            fp = ctx.fingerprint(path)
+            if fp is not None and fp.sha256 == self.sha256:
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    st = None
+                if st is not None and fp.matches(st) and self._metadata_ok(ctx, st):
+                    return PROVEN
+        state = self.lstat_state(ctx, st)
+        if state.kind != "file" or self.data is None or state.st is None:
+            return state
+        fp = ctx.fingerprint(state.path)
+        if fp is not None and fp.matches(state.st):
+            state.sha256 = fp.sha256
+            return state
+        import hashlib
+
+        content = _read(state.path)
+        state.sha256 = hashlib.sha256(content).hexdigest()
+        if len(content) <= _DIFF_LIMIT:
+            state.content = content
+        if state.sha256 == self.sha256:
+            # Content is right; remember it so the next run needs no read.
+            ctx.record(state.path, Fingerprint.of(state.st, state.sha256))
+        return state
+
+    def _metadata_ok(self, ctx: Context, st: os.stat_result) -> bool:
+        v = self.values
+        try:
+            return (
+                ("mode" not in v or stat.S_IMODE(st.st_mode) == v["mode"])
+                and ("owner" not in v or ctx.uid(v["owner"]) == st.st_uid)
+                and ("group" not in v or ctx.gid(v["group"]) == st.st_gid)
+            )
+        except KeyError:
+            return False
+
+    def plan(self, state: PathState) -> list[Action]:
+        if state is PROVEN:
+            return []
+        if not self.present:
+            return self.removal_actions(state)
+        if state.kind not in ("absent", "file", "symlink"):
+            return [Refuse(f"{state.path} is a {state.kind}, not a file")]
+        want_mode = self.values.get("mode")
+        if state.kind != "file" or (self.data is not None and state.sha256 != self.sha256):
+            return [self._write(state, self.data if self.data is not None else b"", want_mode)]
+        return self.metadata_actions(state, want_mode)
+
+    def _write(self, state: PathState, data: bytes, want_mode: int | None) -> WriteFile:
+        if want_mode is None:
+            want_mode = state.mode if state.kind == "file" else 0o644
+        action = WriteFile(
+            state.path,
+            data,
+            self.sha256 or _EMPTY_SHA256,
+            want_mode,
+            self.values.get("owner"),
+            self.values.get("group"),
+            keep_uid=state.uid if state.kind == "file" else None,
+            keep_gid=state.gid if state.kind == "file" else None,
+        )
+        verb = (
+            "create"
+            if state.kind == "absent"
+            else "replace symlink with"
+            if state.kind == "symlink"
+            else "update"
+        )
+        action.summary = f"{verb} file ({len(data)} bytes, mode {want_mode:04o})"
+        action.label = self.path
+        action.old = state.content if state.kind == "file" else b""
+        action.sensitive = self.values["sensitive"]
+        return action
+
+
+class WriteFile(Action):
+    """Write a temp file beside the target with its final metadata; the
+    engine renames it into place once the wave's data is durable."""
+
+    label = ""
+    old: bytes | None = b""
+    sensitive = False
+
+    def __init__(
+        self,
+        path: str,
+        data: bytes,
+        sha256: str,
+        mode: int,
+        user: str | int | None,
+        group: str | int | None,
+        *,
+        keep_uid: int | None,
+        keep_gid: int | None,
+    ) -> None:
+        self.path, self.data, self.sha256, self.mode = path, data, sha256, mode
+        self.user, self.group = user, group
+        self.keep_uid, self.keep_gid = keep_uid, keep_gid
+
+    def diff(self) -> str | None:
+        if self.sensitive:
+            return "(content hidden: sensitive = true)"
+        return unified_diff(self.label, self.old, self.data)
+
+    def execute(self, ctx: Context) -> str | None:
+        directory, base = os.path.split(self.path)
+        tmp = os.path.join(directory, f".{base}.undistro-tmp")
+        uid = ctx.uid(self.user) if self.user is not None else self.keep_uid
+        gid = ctx.gid(self.group) if self.group is not None else self.keep_gid
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileNotFoundError:
+            # Parents the policy does not manage are created plainly (0755),
+            # as a fresh --root needs; managed ones converge first by edge.
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            fd = os.open(tmp, flags, 0o600)
+        try:
+            view = memoryview(self.data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if uid is not None or gid is not None:
+                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+            os.fchmod(fd, self.mode)
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        ctx.stage_replace(tmp, self.path)
+        ctx.record(self.path, Fingerprint.of(st, self.sha256))
+        return None
+
+
+def unified_diff(label: str, old: bytes | None, new: bytes) -> str:
+    import difflib
+
+    if old is None:
+        return "(old content too large to show)"
+    try:
+        a, b = old.decode().splitlines(keepends=True), new.decode().splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return f"(binary content: {len(old)} -> {len(new)} bytes)"
+    lines = difflib.unified_diff(a, b, f"{label} (current)", f"{label} (policy)")
+    return "".join(
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
+    )
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

@@ -1,0 +1,132 @@
+"""``[[group]]``: a local group in /etc/group (and /etc/gshadow if present).
+
+Example::
+
+    [[group]]
+    name = "www"
+    gid = 1500            # optional: picked from the free range if absent
+    system = true         # pick from the system range (100-999)
+    members = ["alice"]   # optional: exactly these supplementary members
+
+Edits are made under the shadow tools' lock and replace each file
+atomically; see ``undistro._accounts`` for why not groupadd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from undistro import _accounts
+from undistro.errors import ValidationError
+from undistro.resources._base import (
+    Action,
+    Context,
+    Converter,
+    Resource,
+    Watch,
+    boolean,
+    integer,
+    one_of,
+    owner,
+    string_list,
+)
+
+
+@dataclass(slots=True)
+class GroupState:
+    row: list[str] | None  # name, password, gid, members
+
+
+class Group(Resource):
+    type_name = "group"
+    required = frozenset({"name"})
+    lock = "accounts"
+    fields: ClassVar[dict[str, Converter]] = {
+        "ensure": one_of("present", "absent"),
+        "gid": integer(0, 2**31 - 1),
+        "system": boolean,
+        "members": string_list,
+    }
+    defaults: ClassVar[dict[str, Any]] = {"ensure": "present", "system": False}
+
+    def validate(self) -> None:
+        try:
+            owner(self.name)
+        except ValueError as exc:
+            raise ValidationError("name", str(exc)) from None
+
+    def watches(self) -> list[Watch]:
+        return [Watch("path", "/etc/group"), Watch("path", "/etc/gshadow")]
+
+    def probe(self, ctx: Context) -> GroupState:
+        return GroupState(_accounts.read_table(ctx.root, "group").get(self.name))
+
+    def plan(self, state: GroupState) -> list[Action]:
+        present = self.values["ensure"] == "present"
+        if not present:
+            return [] if state.row is None else [EditGroup(self, "delete group")]
+        if state.row is None:
+            gid = self.values.get("gid", "auto")
+            return [EditGroup(self, f"create group (gid {gid})")]
+        changes = []
+        if "gid" in self.values and state.row[2] != str(self.values["gid"]):
+            changes.append(f"gid {state.row[2]} -> {self.values['gid']}")
+        if "members" in self.values:
+            have = [m for m in state.row[3].split(",") if m]
+            if sorted(have) != sorted(self.values["members"]):
+                changes.append(
+                    f"members {','.join(have) or '-'} -> {','.join(self.values['members']) or '-'}"
+                )
+        return [EditGroup(self, "; ".join(changes))] if changes else []
+
+    def describe(self, state: Any) -> str | None:
+        return None if state.row is None else ":".join(state.row)
+
+
+class EditGroup(Action):
+    def __init__(self, group: Group, summary: str) -> None:
+        self.group = group
+        self.summary = summary
+
+    def execute(self, ctx: Context) -> str | None:
+        values, name = self.group.values, self.group.name
+        with _accounts.locked(ctx.root):
+            groups = _accounts.read_table(ctx.root, "group")
+            gshadow = _accounts.read_table(ctx.root, "gshadow")
+            if values["ensure"] == "absent":
+                groups.remove(name)
+                gshadow.remove(name)
+            else:
+                row = groups.get(name)
+                if row is None:
+                    gid = values.get("gid")
+                    if gid is None:
+                        gid = free_id(groups, system=values["system"])
+                    row = [name, "x", str(gid), ""]
+                if "gid" in values:
+                    row[2] = str(values["gid"])
+                if "members" in values:
+                    row[3] = ",".join(values["members"])
+                groups.put(row)
+                if gshadow.exists:
+                    old = gshadow.get(name) or [name, "!", "", ""]
+                    gshadow.put([old[0], old[1], old[2], row[3]])
+            _accounts.write_table(ctx.root, groups, 0o644)
+            if gshadow.exists:
+                _accounts.write_table(ctx.root, gshadow, 0o640)
+        ctx.accounts_changed()
+        return None
+
+
+def free_id(table: _accounts.Table, *, system: bool, prefer: int | None = None) -> int:
+    """The id useradd/groupadd would pick: system ids count down from 999,
+    others count up from 1000."""
+    used = {int(r[2]) for r in table.rows if r[2].isdigit()}
+    if prefer is not None and prefer not in used:
+        return prefer
+    candidates = range(999, 99, -1) if system else range(1000, 60000)
+    for candidate in candidates:
+        if candidate not in used:
+            return candidate
+    raise OSError(f"no free id left in /etc/{table.name}")

@@ -1,0 +1,84 @@
+"""``[[symlink]]``: a symbolic link pointing at a target.
+
+Example::
+
+    [[symlink]]
+    path = "/etc/nginx/sites-enabled/app"
+    target = "/etc/nginx/sites-available/app"
+
+The link is made beside its final place and renamed over it, so a reader
+sees the old link or the new one, never none. A regular file in the way is
+replaced only with ``force = true``; a directory never is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, ClassVar
+
+from undistro.resources._base import Action, Context, Converter, boolean, nonempty
+from undistro.resources._paths import PathResource, PathState, Refuse
+
+
+class Symlink(PathResource):
+    type_name = "symlink"
+    required = frozenset({"path", "target"})
+    fields: ClassVar[dict[str, Converter]] = {
+        **PathResource.common_fields,
+        "target": nonempty,
+        "force": boolean,
+    }
+    defaults: ClassVar[dict[str, Any]] = {"ensure": "present", "force": False}
+
+    def probe(self, ctx: Context) -> PathState:
+        state = self.lstat_state(ctx)
+        if state.kind == "symlink":
+            state.target = os.readlink(state.path)
+        return state
+
+    def plan(self, state: PathState) -> list[Action]:
+        if not self.present:
+            return self.removal_actions(state)
+        target = self.values["target"]
+        if state.kind == "directory" or state.kind == "other":
+            return [Refuse(f"{state.path} is a {state.kind}; will not replace it with a link")]
+        if state.kind == "file" and not self.values["force"]:
+            return [Refuse(f"{state.path} is a regular file; set force = true to replace it")]
+        if state.kind != "symlink" or state.target != target:
+            return [
+                MakeLink(
+                    state.path,
+                    target,
+                    self.values.get("owner"),
+                    self.values.get("group"),
+                    state.target,
+                )
+            ]
+        return self.metadata_actions(state, None)
+
+
+class MakeLink(Action):
+    def __init__(
+        self,
+        path: str,
+        target: str,
+        user: str | int | None,
+        group: str | int | None,
+        old: str | None,
+    ) -> None:
+        self.path, self.target, self.user, self.group = path, target, user, group
+        self.summary = f"link -> {target}" + (f" (was -> {old})" if old is not None else "")
+
+    def execute(self, ctx: Context) -> str | None:
+        directory, base = os.path.split(self.path)
+        tmp = os.path.join(directory, f".{base}.undistro-tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(self.target, tmp)
+        if self.user is not None or self.group is not None:
+            uid = -1 if self.user is None else ctx.uid(self.user)
+            gid = -1 if self.group is None else ctx.gid(self.group)
+            os.chown(tmp, uid, gid, follow_symlinks=False)
+        ctx.stage_replace(tmp, self.path)
+        return None
