@@ -50,7 +50,11 @@ class Tool:
 
 @dataclass(frozen=True)
 class Undistro(Tool):
-    """undistro apply; its state goes under the root (ROOT/var/lib/undistro)."""
+    """undistro apply; its state goes under the root (ROOT/var/lib/undistro).
+
+    `--no-diff`: the peers print at most a line per change (Puppet) or
+    nothing (CFEngine), never the new files' contents.
+    """
 
     prefix: tuple[str, ...] = ("undistro",)
 
@@ -59,7 +63,7 @@ class Undistro(Tool):
         return cls("undistro", prefix=tuple(shlex.split(text)))
 
     def command(self, entry: Path, root: Path, state: Path) -> list[str]:
-        return [*self.prefix, "apply", str(entry), "--root", str(root)]
+        return [*self.prefix, "apply", "--no-diff", str(entry), "--root", str(root)]
 
     def version_command(self) -> list[str]:
         return [*self.prefix, "--version"]

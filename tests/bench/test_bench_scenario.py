@@ -26,6 +26,8 @@ from bench.scenario import (
     verify,
 )
 
+from undistro.cli import main
+
 SMALL = Scenario(3, Layout(files_per_dir=2, files_per_policy_file=2))
 
 
@@ -51,6 +53,14 @@ def test_undistro_policy_is_toml_promising_every_file(tmp_path: Path) -> None:
         tables += tomllib.loads(path.read_text())["file"]
     assert len(list((policy / "policy").glob("*.toml"))) == 2
     assert tables == [{"path": f.path, "content": f.content, "mode": "0644"} for f in SMALL.files]
+
+
+def test_undistro_plans_the_generated_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy, root = _write("undistro", tmp_path)
+    assert main(["plan", "--no-diff", str(policy), "--root", str(root)]) == 0
+    assert "3 resources checked — 0 kept, 3 would repair" in capsys.readouterr().out
 
 
 def test_root_starts_with_directories_and_no_files(tmp_path: Path) -> None:
