@@ -8,6 +8,7 @@ skipping only what depends on a failure, and refresh along notify edges.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -138,6 +139,10 @@ class Engine:
         refresh = set(notified)
         ctx = RunContext(self.root, self.facts, self.state.fingerprints())
         results: dict[str, Result] = {}
+        marker = os.path.join(self.state.state_dir, "apply.unfinished")
+        if not dry_run and os.path.exists(marker):
+            self._sweep_temp_files(ctx)
+        marked = False
 
         for level in self._levels:
             work: list[_Work] = []
@@ -181,6 +186,9 @@ class Engine:
             if not work:
                 continue
             if not dry_run:
+                if not marked:
+                    _touch(marker)
+                    marked = True
                 self._execute(ctx, work, results)
             for item in work:
                 rid = item.resource.id
@@ -191,7 +199,17 @@ class Engine:
         summary.seconds = time.perf_counter() - started
         if not dry_run:
             self._commit(ctx, summary)
+            if marked or os.path.exists(marker):
+                os.unlink(marker)
         return summary
+
+    def _sweep_temp_files(self, ctx: RunContext) -> None:
+        """A run was killed while writing: remove the temp files it may have
+        left beside managed paths. Costs one lstat per path, only then."""
+        for path in self.policy.managed:
+            directory, base = os.path.split(ctx.path(path))
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                os.unlink(os.path.join(directory, f".{base}.undistro-tmp"))
 
     # -- execution -----------------------------------------------------------
 
@@ -275,6 +293,11 @@ class Engine:
             rows = [(ctx.path(p), rid, self.policy.resources[rid].source) for p, rid in index]
             managed = (digest, rows)
         self.state.commit(fingerprints=ctx.recorded, journal=entries, managed=managed)
+
+
+def _touch(path: str) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _levels(policy: Policy) -> list[list[str]]:

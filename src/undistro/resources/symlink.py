@@ -75,7 +75,11 @@ class MakeLink(Action):
         tmp = os.path.join(directory, f".{base}.undistro-tmp")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        os.symlink(self.target, tmp)
+        try:
+            os.symlink(self.target, tmp)
+        except FileNotFoundError:
+            os.makedirs(directory, mode=0o755, exist_ok=True)  # as file does: see there
+            os.symlink(self.target, tmp)
         if self.user is not None or self.group is not None:
             uid = -1 if self.user is None else ctx.uid(self.user)
             gid = -1 if self.group is None else ctx.gid(self.group)

@@ -1,0 +1,88 @@
+"""The state store's promises: a no-op run reads no managed file and writes
+nothing; fingerprints make a one-shot run about one lstat per file."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PolicyDir
+
+N = 200
+
+needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+
+
+def write_policy(policy: PolicyDir) -> None:
+    policy.resources(
+        "".join(
+            f'[[file]]\npath = "/data/f{i:03d}"\ncontent = "content {i}"\nmode = "0644"\n\n'
+            for i in range(N)
+        )
+    )
+
+
+def traced_apply(policy: PolicyDir, root: Path, tmp_path: Path) -> str:
+    log = tmp_path / "strace.log"
+    cmd = [sys.executable, "-m", "undistro.cli", "apply", str(policy), "--root", str(root), "-q"]
+    subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=%file,%desc", "-o", str(log), *cmd],
+        check=True,
+        capture_output=True,
+    )
+    return log.read_text()
+
+
+@needs_strace
+def test_no_op_reads_no_managed_file_and_writes_nothing(
+    policy: PolicyDir, root: Path, tmp_path: Path
+) -> None:
+    write_policy(policy)
+    cmd = [sys.executable, "-m", "undistro.cli", "apply", str(policy), "--root", str(root), "-q"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run(cmd, check=True, capture_output=True)  # settles the WAL index
+    trace = traced_apply(policy, root, tmp_path)
+    data = re.escape(str(root / "data"))
+    assert not re.search(rf'open(at)?\(.*"{data}/f\d+"', trace), "a managed file was opened"
+    lstats = re.findall(rf'(newfstatat|lstat|statx)\(.*"{data}/f\d+"', trace)
+    assert len(lstats) == N  # exactly one per managed file
+    for call in ("rename", "unlink", "fsync", "fdatasync", "syncfs", "mkdir"):
+        assert not re.search(rf"^\d+\s+{call}", trace, re.M), f"no-op made a {call}"
+    written = re.findall(r'^\d+\s+openat\(.*"([^"]+)".*O_(WRONLY|RDWR)', trace, re.M)
+    assert [w for w in written if not w[0].endswith("-shm") and not w[0].endswith("-wal")] == []
+
+
+@needs_strace
+def test_drift_costs_one_read_of_the_drifted_file(
+    policy: PolicyDir, root: Path, tmp_path: Path
+) -> None:
+    write_policy(policy)
+    subprocess.run(
+        [sys.executable, "-m", "undistro.cli", "apply", str(policy), "--root", str(root), "-q"],
+        check=True,
+        capture_output=True,
+    )
+    (root / "data/f007").write_text("drift")
+    trace = traced_apply(policy, root, tmp_path)
+    opened = re.findall(rf'openat\(.*"({re.escape(str(root / "data"))}/[^"]+)"', trace)
+    assert sorted(set(opened)) == [str(root / "data/.f007.undistro-tmp"), str(root / "data/f007")]
+    assert (root / "data/f007").read_text() == "content 7"
+
+
+@needs_strace
+def test_first_run_syncs_once_per_wave_not_once_per_file(
+    policy: PolicyDir, root: Path, tmp_path: Path
+) -> None:
+    write_policy(policy)
+    trace = traced_apply(policy, root, tmp_path)
+    # SQLite's own syncs while creating the store; none per managed file.
+    fsyncs = re.findall(r"^\d+\s+(?:fsync|fdatasync)\((\d+)", trace, re.M)
+    assert len(fsyncs) < 25
+    assert 1 <= len(re.findall(r"^\d+\s+syncfs\(", trace, re.M)) <= 4
+    assert len(os.listdir(root / "data")) == N
