@@ -40,6 +40,16 @@ class Cell:
             statistics.median(s.rss_mb for s in samples),
         )
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Cell:
+        """The inverse of to_json, so a saved run can be re-rendered."""
+        cell = cls(data["tool"], data["n"], error=data["error"])
+        for phase, figures in data["phases"].items():
+            cell.samples[phase] = [Sample(**s) for s in figures["samples"]]
+            if figures["syscalls"] is not None:
+                cell.syscalls[phase] = figures["syscalls"]
+        return cell
+
     def to_json(self) -> dict[str, Any]:
         return {
             "tool": self.tool,
@@ -99,27 +109,41 @@ def markdown(
         "",
         "Versions: " + "; ".join(f"{tool} {v}" for tool, v in versions.items()) + ".",
         "",
-        "| tool | N | phase | runs | wall s (median) | CPU s | peak RSS MB | wall ÷ undistro |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| tool | N | phase | runs | wall s (median) | CPU s | peak RSS MB "
+        "| wall ÷ undistro | CPU ÷ undistro |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     base = {
         (c.n, p): m for c in cells if c.tool == "undistro" for p in PHASES if (m := c.median(p))
     }
     for cell in cells:
         if cell.error and not cell.runs:
-            lines.append(f"| {cell.tool} | {cell.n} | — | 0 | failed: {cell.error} | | | |")
+            lines.append(f"| {cell.tool} | {cell.n} | — | 0 | failed: {cell.error} | | | | |")
             continue
         for phase in PHASES:
             m = cell.median(phase)
             if m is None:
                 continue
             ref = base.get((cell.n, phase))
-            ratio = f"{m.wall / ref.wall:.1f}x" if ref and cell.tool != "undistro" else ""
+            ratio = (
+                f"{m.wall / ref.wall:.1f}x | {m.cpu / ref.cpu:.1f}x"
+                if ref and cell.tool != "undistro"
+                else " | "
+            )
             lines.append(
                 f"| {cell.tool} | {cell.n} | {PHASE_TITLES[phase]} | {cell.runs} | "
                 f"{m.wall:.3f} | {m.cpu:.3f} | {m.rss_mb:.1f} | {ratio} |"
             )
-    lines += [
+    if any(c.syscalls for c in cells):
+        lines += _syscall_table(cells) + _marginal(cells)
+    failures = [c for c in cells if c.error]
+    if failures:
+        lines += ["", *(f"- {c.tool} N={c.n}: {c.error}" for c in failures)]
+    return "\n".join(lines) + "\n"
+
+
+def _syscall_table(cells: list[Cell]) -> list[str]:
+    lines = [
         "",
         "System calls of one traced sequence (`strace -f -c`, whole process tree):",
         "",
@@ -142,11 +166,7 @@ def markdown(
                 f"{g['open']} | {g['read']} | {g['write']} | {g['sync']} | {g['rename']} | "
                 f"{g['total']} | {top} |"
             )
-    lines += _marginal(cells)
-    failures = [c for c in cells if c.error]
-    if failures:
-        lines += ["", *(f"- {c.tool} N={c.n}: {c.error}" for c in failures)]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _marginal(cells: list[Cell]) -> list[str]:

@@ -14,6 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def clean_environ() -> dict[str, str]:
+    """This environment without the PYTHON* settings a session may carry.
+
+    PYTHONUNBUFFERED makes every printed line a write(2) and
+    PYTHONDONTWRITEBYTECODE makes every run compile its modules again: no
+    deployed agent runs like that, and both would bill Python tools (undistro,
+    Ansible) for a shell's habits. PYTHONPATH stays: it selects undistro's tree.
+    """
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") or k == "PYTHONPATH"}
+
+
 @dataclass(frozen=True)
 class Tool:
     """A compared tool. `max_n` is the largest N it is run at by default."""
@@ -29,7 +40,7 @@ class Tool:
         raise NotImplementedError
 
     def env(self, state: Path) -> dict[str, str]:
-        return dict(os.environ)
+        return clean_environ()
 
     def prepare(self, state: Path) -> None:
         """Set up the tool's private state directory before its first run."""
@@ -85,7 +96,7 @@ class CFEngine(Tool):
         return ["cf-promises", "-f", str(entry)]
 
     def env(self, state: Path) -> dict[str, str]:
-        return {**os.environ, "CFENGINE_TEST_OVERRIDE_WORKDIR": str(state)}
+        return {**clean_environ(), "CFENGINE_TEST_OVERRIDE_WORKDIR": str(state)}
 
     def prepare(self, state: Path) -> None:
         super().prepare(state)
@@ -126,7 +137,7 @@ class Ansible(Tool):
 
     def env(self, state: Path) -> dict[str, str]:
         return {
-            **os.environ,
+            **clean_environ(),
             "HOME": str(state),
             "ANSIBLE_LOCAL_TEMP": str(state / "tmp"),
             "ANSIBLE_REMOTE_TEMP": str(state / "remote-tmp"),

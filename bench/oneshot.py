@@ -86,6 +86,30 @@ def measure(tool: Tool, scenario: Scenario, work: Path, args: argparse.Namespace
     return cell
 
 
+def warm_up(tools: list[Tool], work: Path, args: argparse.Namespace) -> dict[str, str]:
+    """One unmeasured 3-file sequence per tool; the tools that failed it.
+
+    It fills the page cache and Python's bytecode caches, so that the first
+    measured run is not billed for what only a freshly installed tool pays,
+    and it finds a broken tool in seconds instead of after the others' runs.
+    """
+    broken = {}
+    for tool in tools:
+        try:
+            sequence(
+                tool,
+                Scenario(3, args.layout),
+                work / f"{tool.name}-warm-up",
+                work / f"{tool.name}-warm-up.log",
+                args.timeout,
+                False,
+            )
+        except (RunFailed, subprocess.SubprocessError, OSError) as exc:
+            broken[tool.name] = str(exc)
+            _progress(f"{tool.name}: warm-up FAILED: {exc}")
+    return broken
+
+
 def _brief(cell: Cell, index: int) -> str:
     samples = {phase: cell.samples[phase][index] for phase in PHASES}
     return ", ".join(f"{p} {s.wall:.2f} s/{s.rss_mb:.0f} MB" for p, s in samples.items())
@@ -141,12 +165,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, help="default: a new directory in /var/tmp")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON", help="only print the markdown of a saved run"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        cells = [Cell.from_json(c) for c in saved["cells"]]
+        print(
+            markdown(
+                cells,
+                command=saved["command"],
+                versions=saved["versions"],
+                info=saved["machine"],
+                fs=saved.get("filesystem", "unknown"),
+            ),
+            end="",
+        )
+        return 0
     available: dict[str, Tool] = {"undistro": Undistro.from_command(args.undistro), **peers()}
     names = [t for t in args.tools.split(",") if t]
     unknown = sorted(set(names) - set(available))
@@ -161,11 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     cells = []
     try:
+        broken = warm_up(tools, work, args)
         for n in sizes:
             scenario = Scenario(n, args.layout)
             for tool in tools:
                 limit = args.ansible_max_n if tool.name == "ansible" else tool.max_n
-                if limit is None or n <= limit:
+                if tool.name in broken:
+                    cells.append(Cell(tool.name, n, error=f"warm-up failed: {broken[tool.name]}"))
+                elif limit is None or n <= limit:
                     cells.append(measure(tool, scenario, work, args))
         command = "python -m bench.oneshot " + shlex.join(argv)
         info = {**machine(), "load_average_start": load_at_start}
@@ -184,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "command": command,
                 "layout": str(args.layout),
+                "filesystem": fs,
                 "machine": info,
                 "versions": versions,
                 "cells": [c.to_json() for c in cells],

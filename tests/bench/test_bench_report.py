@@ -31,9 +31,9 @@ def test_markdown_shows_ratios_and_slopes() -> None:
     cells.append(Cell("broken", 100, error="peer: exit status 1"))
     text = markdown(cells, command="cmd", versions={"peer": "1.0"}, info=machine(), fs="ext4")
     lines = text.splitlines()
-    assert "| peer | 100 | no-op | 3 | 0.400 | 0.200 | 4.0 | 2.0x |" in lines
-    assert "| undistro | 100 | no-op | 3 | 0.200 | 0.100 | 2.0 |  |" in lines
+    assert "| peer | 100 | no-op | 3 | 0.400 | 0.200 | 4.0 | 2.0x | 2.0x |" in lines
+    assert "| undistro | 100 | no-op | 3 | 0.200 | 0.100 | 2.0 |  |  |" in lines
     assert "| undistro | 100→1000 | no-op | 1.00 | 1.00 | 0.00 | 0.00 | 0.00 | 2.0 |" in lines
     assert "| peer | 100→1000 | first run | 50.00 | 1.00 | 0.00 | 0.00 | 0.00 | 51.0 |" in lines
-    assert "| broken | 100 | — | 0 | failed: peer: exit status 1 | | | |" in lines
+    assert "| broken | 100 | — | 0 | failed: peer: exit status 1 | | | | |" in lines
     assert "- broken N=100: peer: exit status 1" in lines
