@@ -16,6 +16,7 @@ from undistro.errors import UndistroError
 
 COMMAND_MODULES = [
     "undistro.commands.core",
+    "undistro.commands.kegs",
 ]
 
 DESCRIPTION = """\

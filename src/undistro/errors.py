@@ -51,3 +51,27 @@ class UsageError(UndistroError, ValueError):
     """The command line asks for something that cannot be done."""
 
     exit_code = 2
+
+
+class KegError(UndistroError, RuntimeError):
+    """A keg cannot be built, found, installed or put into a generation."""
+
+
+class RecipeError(KegError, ValueError):
+    """A recipe file is invalid; the message names the file and the field."""
+
+    exit_code = 2
+
+
+class ResolutionError(KegError):
+    """No choice of versions and variants satisfies every requirement; the
+    message gives the chain of requirements that collide."""
+
+
+class SourceError(KegError, OSError):
+    """A source archive cannot be fetched from any mirror, or none of the
+    copies found has the SHA-256 the recipe names."""
+
+
+class BuildError(KegError):
+    """A build step failed; nothing was added to the store."""

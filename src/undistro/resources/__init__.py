@@ -17,6 +17,7 @@ TYPES: dict[str, str] = {
     "user": "undistro.resources.user:User",
     "group": "undistro.resources.group:Group",
     "exec": "undistro.resources.exec:Exec",
+    "keg": "undistro.resources.keg:Keg",
 }
 
 

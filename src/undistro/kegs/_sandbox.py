@@ -1,0 +1,104 @@
+"""Running a build with no network and the store at its final path.
+
+A build runs under ``unshare --net --mount``: a fresh network namespace (only
+a loopback, so nothing can be downloaded behind the recipe's back) and a
+private mount namespace in which, under ``--root``, ``ROOT/<store>`` is
+bind-mounted at ``<store>`` — the build sees its dependencies and its own
+prefix exactly where they will be on the finished system, and nothing on the
+host's mounts changes. Without root privileges an unprivileged user
+namespace is tried; where neither works the build runs unisolated and the
+log says so (and, under ``--root``, dependencies are found through their
+ROOT paths instead).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    """How commands are wrapped. ``store_visible`` is true when the store
+    appears at its final path inside the sandbox."""
+
+    prefix: tuple[str, ...]
+    setup: str  # shell run first inside the namespaces (mounts)
+    store_visible: bool
+    note: str  # one line for the build log
+
+    def command(self, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+        """``argv`` to run in the sandbox with exactly ``env``."""
+        inner = "exec env -i " + " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
+        inner += " " + " ".join(shlex.quote(a) for a in argv)
+        if not self.prefix:
+            return ["/bin/sh", "-c", inner]
+        return [*self.prefix, "/bin/sh", "-ec", f"{self.setup}\n{inner}"]
+
+
+@functools.cache
+def _unshare_works(extra: tuple[str, ...]) -> bool:
+    try:
+        proc = subprocess.run(
+            ["unshare", *extra, "--net", "--mount", "--propagation", "private", "true"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def make_sandbox(
+    store_dir: str, physical_store: str, workdir: str, *, isolate: bool = True
+) -> Sandbox:
+    """The best isolation this machine allows for a build in ``workdir`` into
+    ``store_dir``, whose files are physically at ``physical_store``."""
+    relocated = os.path.realpath(physical_store) != os.path.realpath(store_dir)
+    for extra in ((), ("--user", "--map-root-user")):
+        if not isolate or not _unshare_works(extra):
+            continue
+        prefix = ("unshare", *extra, "--net", "--mount", "--propagation", "private", "--")
+        lines = ["ip link set lo up 2>/dev/null || true"]
+        if not relocated:
+            return Sandbox(prefix, "\n".join(lines), True, "isolated: no network (unshare)")
+        mounts = _bind_store(store_dir, physical_store, workdir)
+        if mounts is None:
+            continue
+        lines += mounts
+        note = f"isolated: no network; {physical_store} mounted at {store_dir} (unshare)"
+        return Sandbox(prefix, "\n".join(lines), True, note)
+    why = "isolation disabled" if not isolate else "no usable unshare (network namespace)"
+    return Sandbox(
+        (), "", not relocated, f"NOT isolated ({why}): the build could reach the network"
+    )
+
+
+def _bind_store(store_dir: str, physical_store: str, workdir: str) -> list[str] | None:
+    """Shell lines making ``physical_store`` appear at ``store_dir``. If the
+    store's directory does not exist on the host, a tmpfs is laid over its
+    deepest existing ancestor (inside the namespace only) to create it; not
+    possible when that ancestor is ``/`` itself or would hide the physical
+    store or the build directory."""
+    q = shlex.quote
+    if os.path.isdir(store_dir):
+        return [f"mount --bind {q(physical_store)} {q(store_dir)}"]
+    ancestor = os.path.dirname(store_dir)
+    while not os.path.isdir(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if ancestor == "/" or any(
+        os.path.realpath(p).startswith(ancestor + "/") for p in (physical_store, workdir)
+    ):
+        return None
+    return [
+        f"mount -t tmpfs undistro-build {q(ancestor)}",
+        f"mkdir -p {q(store_dir)}",
+        f"mount --bind {q(physical_store)} {q(store_dir)}",
+    ]
