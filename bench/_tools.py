@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,18 +27,19 @@ def clean_environ() -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Tool:
+class Tool(ABC):
     """A compared tool. `max_n` is the largest N it is run at by default."""
 
     name: str
     max_n: int | None = None
 
+    @abstractmethod
     def command(self, entry: Path, root: Path, state: Path) -> list[str]:
-        raise NotImplementedError
+        """The one-shot run that converges root on the policy at entry."""
 
+    @abstractmethod
     def check_command(self, entry: Path, state: Path) -> list[str]:
         """The tool's own parser run on the policy without applying it."""
-        raise NotImplementedError
 
     def env(self, state: Path) -> dict[str, str]:
         return clean_environ()
@@ -46,8 +48,9 @@ class Tool:
         """Set up the tool's private state directory before its first run."""
         state.mkdir(parents=True, exist_ok=True)
 
+    @abstractmethod
     def version_command(self) -> list[str]:
-        raise NotImplementedError
+        """What prints the tool's version on its first line."""
 
     def version(self) -> str:
         try:
@@ -75,6 +78,9 @@ class Undistro(Tool):
 
     def command(self, entry: Path, root: Path, state: Path) -> list[str]:
         return [*self.prefix, "apply", "--no-diff", str(entry), "--root", str(root)]
+
+    def check_command(self, entry: Path, state: Path) -> list[str]:
+        return [*self.prefix, "plan", "--no-diff", str(entry), "--root", str(state)]
 
     def version_command(self) -> list[str]:
         return [*self.prefix, "--version"]

@@ -18,7 +18,7 @@ import argparse
 import json
 import shutil
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,7 +260,7 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _cf_list(items: Iterator[str] | list[str]) -> str:
+def _cf_list(items: Iterable[str]) -> str:
     return ", ".join(f'"{item}"' for item in items)
 
 
