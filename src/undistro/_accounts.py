@@ -108,6 +108,24 @@ def locked(root: str) -> Iterator[None]:
         os.close(fd)
 
 
+_MODES = {"passwd": 0o644, "group": 0o644, "shadow": 0o640, "gshadow": 0o640}
+
+
+@contextlib.contextmanager
+def editing(root: str, *names: str) -> Iterator[list[Table]]:
+    """Lock, read ``names``, let the caller edit them, write them back.
+
+    ``gshadow`` is written only where the root has one: minimal roots and
+    images often do without it.
+    """
+    with locked(root):
+        tables = [read_table(root, name) for name in names]
+        yield tables
+        for table in tables:
+            if table.exists or table.name != "gshadow":
+                write_table(root, table, _MODES[table.name])
+
+
 class Lookup:
     """Name → id resolution under a root, cached until told otherwise.
 

@@ -16,7 +16,9 @@ from undistro.errors import UndistroError
 
 COMMAND_MODULES = [
     "undistro.commands.core",
+    "undistro.commands.agent",
     "undistro.commands.kegs",
+    "undistro.commands.gen",
 ]
 
 DESCRIPTION = """\

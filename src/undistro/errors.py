@@ -75,3 +75,13 @@ class SourceError(KegError, OSError):
 
 class BuildError(KegError):
     """A build step failed; nothing was added to the store."""
+
+
+class ArtifactError(KegError, ValueError):
+    """An artifact or its manifest was refused: bad signature, untrusted key,
+    wrong hash or an unsafe tarball. Nothing entered the store."""
+
+
+class GenerationError(KegError):
+    """A profile generation cannot be built, switched or found; the current
+    generation is unchanged."""

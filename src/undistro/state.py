@@ -113,13 +113,21 @@ class StateStore:
 
     # -- fingerprints --------------------------------------------------------
 
-    def fingerprints(self) -> dict[str, Fingerprint]:
+    def fingerprints(self, paths: Iterable[str] | None = None) -> dict[str, Fingerprint]:
+        """Stored fingerprints: all of them, or only those of ``paths`` (an
+        agent re-checking one drifted file must not load 10,000)."""
         db = self._read()
         if db is None:
             return {}
-        rows = db.execute(
-            "SELECT path, ino, size, mtime_ns, mode, uid, gid, sha256 FROM fingerprint"
-        ).fetchall()
+        sql = "SELECT path, ino, size, mtime_ns, mode, uid, gid, sha256 FROM fingerprint"
+        if paths is None:
+            rows = db.execute(sql).fetchall()
+        else:
+            wanted, rows = list(paths), []
+            for i in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows += db.execute(f"{sql} WHERE path IN ({marks})", chunk).fetchall()
         return {row[0]: Fingerprint(*row[1:]) for row in rows}
 
     # -- meta ----------------------------------------------------------------

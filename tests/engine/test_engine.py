@@ -121,3 +121,39 @@ def test_only_checks_the_given_resources(policy: PolicyDir, root: Path) -> None:
     summary = converge(policy, root, only={"file:/b"})
     assert statuses(summary) == {"file:/b": "repaired"}
     assert not (root / "a").exists()
+
+
+def test_each_change_is_journalled_with_its_own_cause(policy: PolicyDir, root: Path) -> None:
+    from undistro.state import StateStore
+
+    policy.resources(
+        """
+        [[file]]
+        path = "/a"
+        content = "a"
+        notify = ["exec:hook"]
+
+        [[file]]
+        path = "/b"
+        content = "b"
+
+        [[exec]]
+        name = "hook"
+        command = "true"
+        refreshonly = true
+        """
+    )
+    converge(policy, root, cause="batch", causes={"file:/a": "modify /r/a"})
+    entries = {e.resource: e.cause for e in StateStore(str(root / "var/lib/undistro")).journal()}
+    assert entries == {
+        "file:/a": "modify /r/a",
+        "file:/b": "batch",
+        "exec:hook": "notified by file:/a",
+    }
+
+
+def test_after_a_repair_the_journal_holds_the_new_state(policy: PolicyDir, root: Path) -> None:
+    policy.resources('[[file]]\npath = "/a"\ncontent = "a"\nmode = "0600"\n')
+    summary = converge(policy, root)
+    after = summary.results["file:/a"].after or ""
+    assert after.startswith("file, mode 0600, owner 0:0, sha256 ")

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import PolicyDir
 from tests.engine.helpers import converge, statuses
 from undistro.resources._paths import PathState
-from undistro.resources.file import PROVEN, File, WriteFile
+from undistro.resources.file import File, Proven, WriteFile
 
 
 def make(**values: object) -> File:
@@ -53,7 +53,7 @@ HELLO = make(content="hello\n")
         (make(ensure="absent"), state("absent"), []),
         (make(), state("file", sha="0" * 64), []),  # no content given: existence only
         (make(), state("absent"), ["create file (0 bytes, mode 0644)"]),
-        (HELLO, PROVEN, []),
+        (HELLO, Proven(os.stat("/"), HELLO.sha256 or ""), []),
     ],
 )
 def test_plan_is_a_pure_table(desired: File, current: PathState, expected: list[str]) -> None:

@@ -113,8 +113,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from undistro.commands._report import print_run, summary_line
+    from undistro.commands.agent import apply_through_agent
 
     session = open_session(args)
+    policy_dir = args.policy_dir or session.node.policy
+    agent_exit = apply_through_agent(
+        session.state_dir, policy_dir, quiet=args.quiet, diff=not args.no_diff
+    )
+    if agent_exit is not None:
+        return agent_exit  # a running agent applied it: no race with its repairs
     policy = session.policy(args.policy_dir)
     summary = session.engine(policy).run(cause="apply (command line)")
     if args.quiet:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from undistro.engine._context import RunContext
 from undistro.errors import UndistroError
-from undistro.resources._base import Action, Resource
+from undistro.resources._base import Action, Fingerprint, Resource
 from undistro.state import JournalEntry, StateStore, new_run_id
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ class RunSummary:
         self.cause = cause
         self.dry_run = dry_run
         self.results = results
+        self.causes: dict[str, str] = {}  # per resource, where not ``cause``
         self.seconds = 0.0
 
     def count(self, status: str) -> int:
@@ -128,16 +129,23 @@ class Engine:
         only: Iterable[str] | None = None,
         *,
         cause: str = "apply",
+        causes: Mapping[str, str] | None = None,
         dry_run: bool = False,
         notified: Iterable[str] = (),
     ) -> RunSummary:
         """Check ``only`` these ids (all when None); ``notified`` ids get
-        their refresh actions as if a dependency had been repaired."""
+        their refresh actions as if a dependency had been repaired.
+
+        ``cause`` is journalled for every change, unless ``causes`` names a
+        resource's own (the agent: which event, which path). A resource
+        repaired because it was notified is journalled with the id that
+        notified it."""
         started = time.perf_counter()
         graph, resources = self.policy.graph, self.policy.resources
         selected = None if only is None else set(only)
         refresh = set(notified)
-        ctx = RunContext(self.root, self.facts, self.state.fingerprints())
+        notifier: dict[str, str] = {}
+        ctx = RunContext(self.root, self.facts, self._fingerprints(selected))
         results: dict[str, Result] = {}
         marker = os.path.join(self.state.state_dir, "apply.unfinished")
         if not dry_run and os.path.exists(marker):
@@ -193,15 +201,33 @@ class Engine:
             for item in work:
                 rid = item.resource.id
                 if results[rid].status == REPAIRED:
-                    refresh.update(graph.notifies.get(rid, ()))
+                    for target in graph.notifies.get(rid, ()):
+                        refresh.add(target)
+                        notifier.setdefault(target, rid)
 
         summary = RunSummary(self.policy.name, new_run_id(), cause, dry_run, results)
+        summary.causes = dict(causes or {})
+        for rid, by in notifier.items():
+            summary.causes.setdefault(rid, f"notified by {by}")
         summary.seconds = time.perf_counter() - started
         if not dry_run:
             self._commit(ctx, summary)
             if marked or os.path.exists(marker):
                 os.unlink(marker)
         return summary
+
+    def _fingerprints(self, selected: set[str] | None) -> Mapping[str, Fingerprint]:
+        if selected is None or len(selected) > 1000:
+            return self.state.fingerprints()
+        prefix = "" if self.root == "/" else self.root.rstrip("/")
+        resources = self.policy.resources
+        paths = [
+            prefix + p
+            for rid in selected
+            if rid in resources
+            for p in resources[rid].managed_paths()
+        ]
+        return self.state.fingerprints(paths)
 
     def _sweep_temp_files(self, ctx: RunContext) -> None:
         """A run was killed while writing: remove the temp files it may have
@@ -277,7 +303,7 @@ class Engine:
                 run=summary.run,
                 resource=r.id,
                 outcome=r.status,
-                cause=summary.cause,
+                cause=summary.causes.get(r.id, summary.cause),
                 actions=tuple(r.actions),
                 before=r.before,
                 after=r.after,

@@ -45,13 +45,14 @@ _EXPORTS = {
     "Store": "_store",
     "keg_hash": "_store",
     "make_writable": "_store",
-    "scan_references": "_store",
+    "scan_references": "_closure",
     "store_lock": "_store",
     "GC_LOCK": "_store",
 }
 
 if TYPE_CHECKING:
     from undistro.kegs._build import Builder, BuiltKeg, PlannedKeg
+    from undistro.kegs._closure import scan_references
     from undistro.kegs._platform import Platform, detect
     from undistro.kegs._recipe import (
         BuildSpec,
@@ -86,7 +87,6 @@ if TYPE_CHECKING:
         Store,
         keg_hash,
         make_writable,
-        scan_references,
         store_lock,
     )
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from undistro.errors import BuildError, SourceError
+from undistro.kegs._closure import scan_references
 from undistro.kegs._platform import Platform
 from undistro.kegs._recipe import show_value
 from undistro.kegs._resolve import Resolution, Resolved
@@ -35,7 +36,6 @@ from undistro.kegs._store import (
     keg_hash,
     make_read_only,
     make_writable,
-    scan_references,
     store_lock,
 )
 
@@ -286,7 +286,8 @@ class Builder:
     def _finish(self, keg: PlannedKeg, planned: Mapping[str, PlannedKeg], output: str) -> None:
         node = keg.node
         candidates = {d.hash: d.path for d in _closure(node.name, planned, include_build=True)}
-        references = scan_references(output, candidates)
+        found, _ = scan_references(output, candidates, self.store.directory)
+        references = {candidates[h] for h in found}
         meta = KegMeta(
             name=node.name,
             version=str(node.version),

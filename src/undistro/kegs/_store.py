@@ -22,7 +22,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,7 +35,6 @@ HASH_LEN = 32
 # Part of every hash: bump it when the builder changes what it produces.
 BUILDER_EPOCH = 1
 _ENTRY_RE = re.compile(r"^([a-z2-7]{32})-(.+)$")
-_CHUNK = 1 << 20
 
 
 def keg_hash(inputs: Mapping[str, Any]) -> str:
@@ -144,36 +143,6 @@ def store_lock(directory: str, *, exclusive: bool) -> Iterator[None]:
         os.close(fd)
 
 
-def scan_references(directory: str, candidates: Mapping[str, str]) -> set[str]:
-    """Which of ``candidates`` (hash → store path) the files under
-    ``directory`` mention: the keg's runtime references, Nix-style. A
-    reference the build kept (an rpath, a shebang, a path in a config) is a
-    dependency at run time whatever the recipe declared."""
-    if not candidates:
-        return set()
-    pattern = re.compile(b"|".join(re.escape(h.encode()) for h in candidates))
-    found: set[str] = set()
-    overlap = HASH_LEN - 1
-    for path in _walk_files(directory):
-        try:
-            if os.path.islink(path):
-                found.update(
-                    m.group().decode() for m in pattern.finditer(os.readlink(path).encode())
-                )
-                continue
-            with open(path, "rb") as f:
-                tail = b""
-                while chunk := f.read(_CHUNK):
-                    buf = tail + chunk
-                    found.update(m.group().decode() for m in pattern.finditer(buf))
-                    tail = buf[-overlap:]
-        except OSError:
-            continue
-        if len(found) == len(candidates):
-            break
-    return {candidates[h] for h in found}
-
-
 def make_read_only(directory: str) -> None:
     """Drop every write bit below ``directory`` (the store is immutable; gc
     and tests restore ``u+w`` on a directory before removing it)."""
@@ -199,13 +168,3 @@ def _chmod_no_write(path: str) -> None:
     st = os.lstat(path)
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o222)
-
-
-def _walk_files(directory: str) -> Iterable[str]:
-    for dirpath, dirnames, filenames in os.walk(directory):
-        for name in dirnames:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                yield path
-        for name in filenames:
-            yield os.path.join(dirpath, name)

@@ -26,7 +26,7 @@ from undistro.policy._model import Policy
 from undistro.policy._node import Node
 
 CACHE_NAME = "policy.cache"
-_MAGIC = b"undistro-policy-cache 1\n"
+_MAGIC = b"undistro-policy-cache 2\n"  # bump when compiled objects change shape
 
 
 def cache_key(policy_dir: str, node: Node, facts: Mapping[str, Any]) -> bytes:

@@ -37,6 +37,7 @@ class _Inputs:
     """What resources may read beside the policy while being prepared."""
 
     def __init__(self, policy_dir: str, renderer: TemplateRenderer) -> None:
+        self.policy_dir = policy_dir
         self.files_dir = os.path.join(policy_dir, "files")
         self.renderer = renderer
 
@@ -55,6 +56,9 @@ class _Inputs:
     def render_template(self, relpath: str, extra: Mapping[str, Any]) -> str:
         _inside(self.renderer.templates_dir, relpath, "template")
         return self.renderer.render(relpath, extra)
+
+    def policy_path(self, relpath: str) -> str:
+        return os.path.normpath(_inside(self.policy_dir, relpath, "policy"))
 
 
 def compile_policy(policy_dir: str, node: Node, facts: Mapping[str, Any]) -> Policy:
@@ -111,9 +115,14 @@ def compile_policy(policy_dir: str, node: Node, facts: Mapping[str, Any]) -> Pol
         ) from None
     except CycleError as exc:
         raise PolicyError(f"{origin[exc.cycle[0]]}: {exc}") from None
-    for res in resources.values():
-        res.bind(managed)
     ordered = {rid: resources[rid] for rid in graph.order}
+    for rid, res in ordered.items():
+        try:
+            res.bind(managed, ordered)
+        except ValidationError as exc:
+            errors.append(f"{origin[rid]}: {rid}: {exc}")
+    if errors:
+        raise PolicyError(errors[:_MAX_ERRORS])
     return Policy(name, policy_dir, ordered, graph, files, policy_vars, managed)
 
 

@@ -3,6 +3,8 @@
 A resource is a small declarative promise. The engine calls, in order:
 
 ``validate()``      no I/O; raises :class:`ValidationError` naming the field
+``prepare(inputs)`` at policy load: reads what lives beside the policy
+``bind(managed, resources)``  at policy load: learns its neighbours
 ``probe(ctx)``      reads the current state into a small value
 ``plan(state)``     PURE: the actions that would make the promise true;
                     an empty list means the promise is *kept*
@@ -118,6 +120,11 @@ class PolicyInputs(Protocol):
         """``templates/RELPATH`` rendered with the facts and policy variables."""
         ...
 
+    def policy_path(self, relpath: str) -> str:
+        """The absolute path of ``RELPATH`` inside the policy directory (for
+        inputs read at run time, like recipes); ValueError if it leaves it."""
+        ...
+
 
 class Action:
     """One step that changes the world. ``summary`` is what ``plan`` prints."""
@@ -152,6 +159,11 @@ class Resource:
     fields: ClassVar[dict[str, Converter]] = {}
     required: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = {}
+
+    # Slotted: an agent holds every resource of its policy for as long as it
+    # runs (10,000 instance dicts cost ~3 MB). Types with many instances
+    # (file, directory, symlink) keep slots all the way down.
+    __slots__ = ("before", "id", "name", "notify", "requires", "source", "values")
 
     def __init__(self, values: dict[str, Any], *, name: str, source: str = "") -> None:
         self.values = values
@@ -209,9 +221,12 @@ class Resource:
         """Load what lives beside the policy (sources, templates) once, at
         policy load. Raise ValidationError naming the field."""
 
-    def bind(self, managed: Mapping[str, str]) -> None:
-        """Learn every managed path of the policy (path → resource id), for
-        resources whose promise depends on their neighbours (``purge``)."""
+    def bind(self, managed: Mapping[str, str], resources: Mapping[str, Resource]) -> None:
+        """Learn the rest of the compiled policy, for resources whose promise
+        depends on their neighbours: every managed path (path → resource id,
+        for ``purge``) and every resource, by id in the engine's order (so
+        that kegs of one profile can agree which of them switches it).
+        Raise ValidationError naming the field if the neighbours conflict."""
 
     def describe(self, state: Any) -> str | None:
         """A short line for the journal's before/after columns."""

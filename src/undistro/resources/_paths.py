@@ -82,6 +82,8 @@ def kind_of(st: os.stat_result) -> str:
 class PathResource(Resource):
     """Base of the resources that own one path."""
 
+    __slots__ = ()
+
     name_key = "path"
     required = frozenset({"path"})
     common_fields: ClassVar[dict[str, Converter]] = {

@@ -19,7 +19,15 @@ import shutil
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from undistro.resources._base import Action, Context, Converter, Watch, boolean, mode
+from undistro.resources._base import (
+    Action,
+    Context,
+    Converter,
+    Resource,
+    Watch,
+    boolean,
+    mode,
+)
 from undistro.resources._paths import PathResource, PathState, Refuse
 
 
@@ -32,9 +40,13 @@ class Directory(PathResource):
     }
     defaults: ClassVar[dict[str, Any]] = {"ensure": "present", "purge": False}
 
-    keep: frozenset[str] = frozenset()
+    __slots__ = ("keep",)
 
-    def bind(self, managed: Mapping[str, str]) -> None:
+    def __init__(self, values: dict[str, Any], *, name: str, source: str = "") -> None:
+        self.keep: frozenset[str] = frozenset()
+        super().__init__(values, name=name, source=source)
+
+    def bind(self, managed: Mapping[str, str], resources: Mapping[str, Resource]) -> None:
         if not self.values["purge"]:
             return
         prefix = self.path + "/"

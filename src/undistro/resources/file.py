@@ -35,8 +35,17 @@ from undistro.resources._base import (
 )
 from undistro.resources._paths import PathResource, PathState, Refuse
 
-# What probe returns when the fingerprint proves the file is as promised.
-PROVEN = PathState("", "file")
+
+class Proven:
+    """What probe returns when the fingerprint proves the file is as
+    promised: just the ``lstat``, so that the no-op path builds nothing more."""
+
+    __slots__ = ("sha256", "st")
+
+    def __init__(self, st: os.stat_result, sha256: str) -> None:
+        self.st = st
+        self.sha256 = sha256
+
 
 _EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -57,8 +66,12 @@ class File(PathResource):
     }
     defaults: ClassVar[dict[str, Any]] = {"ensure": "present", "sensitive": False}
 
-    data: bytes | None = None
-    sha256: str | None = None
+    __slots__ = ("data", "sha256")
+
+    def __init__(self, values: dict[str, Any], *, name: str, source: str = "") -> None:
+        self.data: bytes | None = None
+        self.sha256: str | None = None
+        super().__init__(values, name=name, source=source)
 
     def validate(self) -> None:
         given = [k for k in ("content", "source", "template") if k in self.values]
@@ -93,7 +106,7 @@ class File(PathResource):
 
     # -- probe / plan --------------------------------------------------------
 
-    def probe(self, ctx: Context) -> PathState:
+    def probe(self, ctx: Context) -> PathState | Proven:
         path = ctx.path(self.path)
         st = None
         if self.data is not None and self.values["ensure"] == "present":
@@ -106,7 +119,7 @@ class File(PathResource):
                 except OSError:
                     st = None
                 if st is not None and fp.matches(st) and self._metadata_ok(ctx, st):
-                    return PROVEN
+                    return Proven(st, fp.sha256)
         state = self.lstat_state(ctx, st)
         if state.kind != "file" or self.data is None or state.st is None:
             return state
@@ -136,8 +149,8 @@ class File(PathResource):
         except KeyError:
             return False
 
-    def plan(self, state: PathState) -> list[Action]:
-        if state is PROVEN:
+    def plan(self, state: PathState | Proven) -> list[Action]:
+        if isinstance(state, Proven):
             return []
         if not self.present:
             return self.removal_actions(state)
@@ -173,6 +186,15 @@ class File(PathResource):
         action.old = state.content if state.kind == "file" else b""
         action.sensitive = self.values["sensitive"]
         return action
+
+    def describe(self, state: Any) -> str | None:
+        if isinstance(state, Proven):
+            st = state.st
+            mode = stat.S_IMODE(st.st_mode)
+            return (
+                f"file, mode {mode:04o}, owner {st.st_uid}:{st.st_gid}, sha256 {state.sha256[:12]}"
+            )
+        return super().describe(state)
 
 
 class WriteFile(Action):

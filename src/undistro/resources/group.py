@@ -91,9 +91,7 @@ class EditGroup(Action):
 
     def execute(self, ctx: Context) -> str | None:
         values, name = self.group.values, self.group.name
-        with _accounts.locked(ctx.root):
-            groups = _accounts.read_table(ctx.root, "group")
-            gshadow = _accounts.read_table(ctx.root, "gshadow")
+        with _accounts.editing(ctx.root, "group", "gshadow") as (groups, gshadow):
             if values["ensure"] == "absent":
                 groups.remove(name)
                 gshadow.remove(name)
@@ -112,9 +110,6 @@ class EditGroup(Action):
                 if gshadow.exists:
                     old = gshadow.get(name) or [name, "!", "", ""]
                     gshadow.put([old[0], old[1], old[2], row[3]])
-            _accounts.write_table(ctx.root, groups, 0o644)
-            if gshadow.exists:
-                _accounts.write_table(ctx.root, gshadow, 0o640)
         ctx.accounts_changed()
         return None
 

@@ -22,6 +22,8 @@ from undistro.resources._paths import PathResource, PathState, Refuse
 
 
 class Symlink(PathResource):
+    __slots__ = ()
+
     type_name = "symlink"
     required = frozenset({"path", "target"})
     fields: ClassVar[dict[str, Converter]] = {

@@ -155,10 +155,9 @@ class EditUser(Action):
 
     def execute(self, ctx: Context) -> str | None:
         v, name = self.user.values, self.user.name
-        with _accounts.locked(ctx.root):
-            passwd = _accounts.read_table(ctx.root, "passwd")
-            shadow = _accounts.read_table(ctx.root, "shadow")
-            groups = _accounts.read_table(ctx.root, "group")
+        # group first: a crash between writes must not leave passwd naming
+        # a group that does not exist yet.
+        with _accounts.editing(ctx.root, "group", "passwd", "shadow") as (groups, passwd, shadow):
             if v["ensure"] == "absent":
                 passwd.remove(name)
                 shadow.remove(name)
@@ -166,9 +165,6 @@ class EditUser(Action):
                     row[3] = ",".join(m for m in row[3].split(",") if m and m != name)
             else:
                 self._converge(passwd, shadow, groups)
-            _accounts.write_table(ctx.root, groups, 0o644)
-            _accounts.write_table(ctx.root, passwd, 0o644)
-            _accounts.write_table(ctx.root, shadow, 0o640)
         ctx.accounts_changed()
         return None
 

@@ -4,6 +4,7 @@ probe → apply → probe timeline through the engine."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 from undistro import cli
 from undistro.errors import ValidationError
 from undistro.kegs import Store
+from undistro.kegs.generations import Profile
 from undistro.resources import resource_class
-from undistro.resources.keg import Build, Keg, KegState, Switch
+from undistro.resources.keg import Build, Keg, KegState, ProfileChange, Switch
 
 from .conftest import Synthetic, remove_store
 
@@ -24,20 +26,33 @@ HELLO = S + "c" * 32 + "-hello-2.10"
 ZLIB = S + "d" * 32 + "-zlib-1.2.13"
 
 
+PROFILE = "/var/lib/undistro/profiles/default"
+
+
 def keg(**table: object) -> Keg:
     resource = Keg.from_table({"name": "lua", "recipes": "/srv/policy/recipes", **table})
     assert isinstance(resource, Keg)
     return resource
 
 
-def state(
-    want: str | None,
+def carrier(
+    current: tuple[str, ...],
+    replace: dict[str, str | None],
     *,
-    built: bool = True,
     to_build: tuple[str, ...] = (),
-    same: tuple[str, ...] = (),
+    others: tuple[str, ...] = (),
 ) -> KegState:
-    return KegState("lua", want, "5.4.4", built, to_build, same, plan=("builder", "res"))
+    """The state the last keg of a profile probes: ``others`` are current
+    kegs of packages no [[keg]] names."""
+    wanted = tuple(p for p in replace.values() if p is not None)
+    change = ProfileChange(
+        current=current,
+        next=others + wanted,
+        replace=tuple(replace.items()),
+        to_build=to_build,
+        builds=(("builder", "resolution"),) if to_build else (),
+    )
+    return KegState("lua", replace.get("lua"), "5.4.4", (), change)
 
 
 def summaries(actions: list[object]) -> list[tuple[str, str]]:
@@ -47,9 +62,11 @@ def summaries(actions: list[object]) -> list[tuple[str, str]]:
 def test_registered_and_validated() -> None:
     assert resource_class("keg") is Keg
     assert keg(version="5.4").values["version"] == "5.4"
+    assert keg(recipes="site/recipes").values["recipes"] == "site/recipes"
     bad = [
         ({"version": "5..4"}, "version"),
-        ({"recipes": "recipes"}, "recipes"),
+        ({"recipes": "../recipes"}, "recipes"),
+        ({"recipes": "/srv/../etc"}, "recipes"),
         ({"variants": ["static"]}, "variants"),
         ({"ensure": "latest"}, "ensure"),
         ({"colour": "blue"}, "colour"),
@@ -61,50 +78,39 @@ def test_registered_and_validated() -> None:
         assert info.value.field == field
 
 
+SWITCH = f"switch {PROFILE} to a new generation:"
 PLANS = [
-    pytest.param(state(LUA54, same=(LUA54,)), [], id="kept"),
+    pytest.param(carrier((LUA54,), {"lua": LUA54}), [], id="kept"),
     pytest.param(
-        state(LUA54),
-        [
-            (
-                "Switch",
-                f"switch /var/lib/undistro/profiles/default to a new generation: +{LUA54[20:]}",
-            )
-        ],
-        id="built-not-in-profile",
+        carrier((), {"lua": LUA54}), [("Switch", f"{SWITCH} +{LUA54[20:]}")], id="built-not-in"
     ),
     pytest.param(
-        state(LUA54, built=False, to_build=(ZLIB, LUA54)),
-        [
-            ("Build", "build lua 5.4.4 (+1 dependencies)"),
-            (
-                "Switch",
-                f"switch /var/lib/undistro/profiles/default to a new generation: +{LUA54[20:]}",
-            ),
-        ],
+        carrier((), {"lua": LUA54}, to_build=(ZLIB, LUA54)),
+        [("Build", "build zlib-1.2.13, lua-5.4.4"), ("Switch", f"{SWITCH} +{LUA54[20:]}")],
         id="build-then-switch",
     ),
     pytest.param(
-        state(LUA54, same=(LUA53,)),
-        [
-            (
-                "Switch",
-                "switch /var/lib/undistro/profiles/default to a new generation: "
-                f"-{LUA53[20:]} +{LUA54[20:]}",
-            )
-        ],
+        carrier((LUA53,), {"lua": LUA54}),
+        [("Switch", f"{SWITCH} -{LUA53[20:]} +{LUA54[20:]}")],
         id="upgrade-replaces-the-old-build",
     ),
     pytest.param(
-        state(LUA54, same=(LUA53, LUA54)),
-        [
-            (
-                "Switch",
-                "switch /var/lib/undistro/profiles/default to a new generation: "
-                f"-{LUA53[20:]} -{LUA54[20:]} +{LUA54[20:]}",
-            )
-        ],
+        carrier((LUA53, LUA54), {"lua": LUA54}),
+        [("Switch", f"{SWITCH} -{LUA53[20:]}")],
         id="two-builds-become-one",
+    ),
+    pytest.param(
+        carrier((LUA53, HELLO), {"lua": LUA54, "hello": None}, to_build=(LUA54,)),
+        [
+            ("Build", "build lua-5.4.4"),
+            ("Switch", f"{SWITCH} -{LUA53[20:]} -{HELLO[20:]} +{LUA54[20:]}"),
+        ],
+        id="the-whole-set-in-one-switch",
+    ),
+    pytest.param(
+        carrier((ZLIB, LUA53), {"lua": LUA53}, others=(ZLIB,)),
+        [],
+        id="kegs-nobody-names-stay",
     ),
 ]
 
@@ -114,18 +120,40 @@ def test_plan_is_a_pure_table(probed: KegState, expected: list[tuple[str, str]])
     assert summaries(keg().plan(probed)) == expected
 
 
-def test_plan_builds_then_replaces_this_package_only() -> None:
-    build, switch = keg().plan(state(LUA54, built=False, to_build=(LUA54,), same=(LUA53,)))
-    assert isinstance(build, Build) and build.paths == (LUA54,)
+def test_one_build_and_one_switch_for_the_set() -> None:
+    build, switch = keg().plan(carrier((LUA53,), {"lua": LUA54, "hello": HELLO}, to_build=(HELLO,)))
+    assert isinstance(build, Build) and build.paths == (HELLO,)
     assert isinstance(switch, Switch)
-    assert (switch.package, switch.add) == ("lua", LUA54)
+    assert switch.replace == {"lua": LUA54, "hello": HELLO}
+    assert switch.hold is build.hold  # the gc lock passes from the build to the switch
+
+
+def test_only_the_last_keg_of_a_profile_carries_it() -> None:
+    lua, hello, tool = keg(), keg(name="hello"), keg(name="tool", profile="/srv/tools")
+    resources = {r.id: r for r in (lua, tool, hello)}
+    for r in resources.values():
+        r.bind({}, resources)
+    assert (lua.peers, hello.peers, tool.peers) == ((lua, hello), (lua, hello), (tool,))
+    assert [r.carries_profile for r in (lua, hello, tool)] == [False, True, True]
+    # the others report their package; the carrier's plan speaks for them
+    assert lua.plan(KegState("lua", LUA54, "5.4.4", ())) == []
+
+
+def test_one_build_of_a_package_per_profile() -> None:
+    first, second = keg(), keg(name="lua54", package="lua", version="5.4")
+    resources = {first.id: first, second.id: second}
+    first.bind({}, resources)
+    with pytest.raises(ValidationError) as info:
+        second.bind({}, resources)
+    assert info.value.field == "package"
+    assert "already requested" in str(info.value) and "keg:lua" in str(info.value)
 
 
 def test_absent_takes_the_package_out() -> None:
     absent = keg(ensure="absent")
-    assert absent.plan(state(None)) == []
-    (switch,) = absent.plan(state(None, same=(LUA53,)))
-    assert isinstance(switch, Switch) and (switch.package, switch.add) == ("lua", None)
+    assert absent.plan(carrier((), {"lua": None})) == []
+    (switch,) = absent.plan(carrier((LUA53,), {"lua": None}))
+    assert isinstance(switch, Switch) and switch.replace == {"lua": None}
     assert switch.summary.endswith(f"-{LUA53[20:]}")
 
 
@@ -154,48 +182,139 @@ commands = [
 """
 
 
-def test_apply_builds_and_switches_then_is_kept(
+BROKEN = """\
+[build]
+system = "commands"
+commands = ["echo the oven is cold >&2", "false"]
+"""
+
+
+def test_apply_switches_the_whole_set_once_or_not_at_all(
     synthetic: Synthetic,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    pytest.importorskip("undistro.kegs.generations", reason="generations (kegs-gen) not merged")
-    pytest.importorskip("undistro.commands.core", reason="the core commands are not here")
+    """The policy directory holds the recipes (``recipes/``, the default);
+    two kegs changed in one apply make one generation; a failed build in
+    the set switches nothing."""
     monkeypatch.setattr(cli, "COMMAND_MODULES", ["undistro.commands.core"])
-    synthetic.package("soup", SOUP)
-    synthetic.package("salad", SOUP.replace("/soup", "/salad"))
-    policy, root = tmp_path / "policy", tmp_path / "root"
-    (policy / "policy").mkdir(parents=True)
+    for name in ("soup", "salad", "stew"):
+        synthetic.package(name, SOUP.replace("/soup", f"/{name}"))
+    synthetic.package("broken", BROKEN)
+    policy, root = tmp_path, tmp_path / "root"  # synthetic's recipes/ is in tmp_path
+    (policy / "policy").mkdir()
     root.mkdir()
     (policy / "undistro.toml").write_text('name = "kegs"\n')
-    where = f'recipes = "{synthetic.recipes}"\ncache = "{synthetic.cache.directory}"\n'
+    cache = f'cache = "{synthetic.cache.directory}"\n'
+    profile = Profile(str(root / PROFILE.lstrip("/")), root=str(root))
 
-    def want(spicy: bool, salad: str = "present") -> None:
-        (policy / "policy" / "kegs.toml").write_text(
-            f'[[keg]]\nname = "soup"\n{where}variants = {{ spicy = {str(spicy).lower()} }}\n'
-            f'[[keg]]\nname = "salad"\n{where}ensure = "{salad}"\n'
-        )
+    def want(*kegs: str) -> None:
+        tables = [f"[[keg]]\n{cache}{k}\n" for k in kegs]
+        (policy / "policy" / "kegs.toml").write_text("".join(tables))
 
-    def apply() -> str:
-        assert cli.main(["apply", str(policy), "--root", str(root)]) == 0, capsys.readouterr()
-        return capsys.readouterr().out
+    def apply(ok: bool = True) -> str:
+        assert (cli.main(["apply", str(policy), "--root", str(root)]) == 0) is ok
+        out, err = capsys.readouterr()
+        return out + err
 
     def run(program: str) -> str:
-        path = root / "var/lib/undistro/profiles/default/current/bin" / program
+        path = root / PROFILE.lstrip("/") / "current/bin" / program
         return os.popen(str(path)).read() if path.exists() else "(none)"
 
+    def soup(spicy: str) -> str:
+        return f'name = "soup"\nvariants = {{ spicy = {spicy} }}'
+
     try:
-        want(spicy=False)
-        assert "2 repaired" in apply()
+        want(soup("false"), 'name = "salad"')
+        assert "1 kept, 1 repaired" in apply()  # salad, the last keg, switches for both
+        assert profile.numbers() == [1]
         assert (run("soup"), run("salad")) == ("soup 1.0 spicy=false\n", "salad 1.0 spicy=false\n")
-        assert "2 kept, 0 repaired" in apply()  # the paired run finds them kept
-        want(spicy=True)  # a new variant: a new store path; salad stays in the profile
+        assert "2 kept, 0 repaired" in apply()
+
+        # two kegs changed in one apply: one new generation, not two
+        want(soup("true"), 'name = "salad"\nvariants = { spicy = true }')
+        out = apply()
+        assert "1 kept, 1 repaired" in out and out.count("switch ") == 1
+        assert (profile.numbers(), profile.current_number()) == ([1, 2], 2)
+        assert (run("soup"), run("salad")) == ("soup 1.0 spicy=true\n", "salad 1.0 spicy=true\n")
+
+        # stew builds, broken fails: no switch at all, generation 2 stays
+        want(soup("false"), 'name = "stew"', 'name = "broken"')
+        out = apply(ok=False)
+        assert "keg:broken: FAILED" in out and "broken 1.0: build failed (exit 1)" in out
+        assert (profile.numbers(), profile.current_number()) == ([1, 2], 2)
+        assert (run("soup"), run("stew")) == ("soup 1.0 spicy=true\n", "(none)")
+        assert any(p.endswith("-stew-1.0") for p in Store(root=str(root)).entries())
+
+        # taking one out is one more switch; the rest stays
+        want(soup("true"), 'name = "salad"\nensure = "absent"')
         assert "1 kept, 1 repaired" in apply()
-        assert (run("soup"), run("salad")) == ("soup 1.0 spicy=true\n", "salad 1.0 spicy=false\n")
-        want(spicy=True, salad="absent")
-        assert "1 kept, 1 repaired" in apply()
+        assert profile.numbers() == [1, 2, 3]
         assert (run("soup"), run("salad")) == ("soup 1.0 spicy=true\n", "(none)")
-        assert len(Store(root=str(root)).entries()) == 3  # gc decides when the rest goes
+
+        # a recipes directory that is not there: one line, nothing changes
+        want('name = "soup"\nrecipes = "kitchen"')
+        out = apply(ok=False)
+        assert "field 'recipes'" in out and "no recipes directory at" in out
+        assert str(policy / "kitchen") in out and profile.numbers() == [1, 2, 3]
+        want('name = "soup"\nmirrors = ["../pantry"]')
+        out = apply(ok=False)
+        assert "field 'mirrors'" in out and "must be relative and stay inside the policy" in out
+    finally:
+        remove_store(str(root / "opt/undistro/store"))
+
+
+def test_two_builds_of_one_package_in_a_profile_is_a_policy_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["undistro.commands.core"])
+    (tmp_path / "policy").mkdir()
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "undistro.toml").write_text('name = "kegs"\n')
+    (tmp_path / "policy" / "kegs.toml").write_text(
+        '[[keg]]\nname = "lua"\nversion = "5.3"\n'
+        '[[keg]]\nname = "lua54"\npackage = "lua"\nversion = "5.4"\n'
+    )
+    root = tmp_path / "root"
+    root.mkdir()
+    assert cli.main(["plan", str(tmp_path), "--root", str(root)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "policy/kegs.toml: keg:lua54: field 'package'" in err[0]
+    assert "already requested for /var/lib/undistro/profiles/default by keg:lua" in err[0]
+    assert os.listdir(root) == []
+
+
+def test_gc_cannot_take_a_new_keg_between_its_build_and_the_switch(
+    synthetic: Synthetic, tmp_path: Path
+) -> None:
+    from undistro.engine._context import RunContext
+    from undistro.kegs import GC_LOCK
+
+    synthetic.package("soup", SOUP)
+    root = tmp_path / "root"
+    root.mkdir()
+    resource = keg(name="soup", recipes=str(synthetic.recipes), cache=synthetic.cache.directory)
+    ctx = RunContext(str(root), {}, {})
+    build, switch = resource.plan(resource.probe(ctx))
+    lock = root / "opt/undistro/store" / GC_LOCK
+
+    def gc_could_start() -> bool:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what gc takes, without waiting
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)  # closing drops a lock taken here
+        return True
+
+    try:
+        assert isinstance(build, Build) and isinstance(switch, Switch)
+        build.execute(ctx)
+        assert not gc_could_start()  # built, in no generation yet: held
+        assert switch.execute(ctx) == "generation 1 is current"
+        assert gc_could_start()
     finally:
         remove_store(str(root / "opt/undistro/store"))

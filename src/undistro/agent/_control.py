@@ -1,0 +1,81 @@
+"""The control socket: JSON lines over a Unix socket in the state directory.
+
+One request per line, one reply per line. Requests are answered one at a
+time on the agent's event loop, so an ``apply`` sent here never races the
+agent's own repairs. The socket is created mode 0600: only its owner (root,
+on a real machine) may drive the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from undistro.agent.client import AgentError, socket_path, try_agent
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+_MAX_REQUEST = 64 * 1024
+# sockaddr_un.sun_path is 108 bytes including the terminating NUL.
+_MAX_SOCKET_PATH = 107
+
+
+class ControlServer:
+    """Serve ``handler`` on ``STATE_DIR/agent.sock`` until :meth:`close`."""
+
+    def __init__(self, state_dir: str, handler: Handler) -> None:
+        self.path = socket_path(state_dir)
+        self._handler = handler
+        self._server: asyncio.base_events.Server | None = None
+        self.requests = 0
+
+    async def start(self) -> None:
+        """Bind the socket; refuse if another agent already answers on it."""
+        if len(os.fsencode(self.path)) > _MAX_SOCKET_PATH:
+            raise AgentError(f"control socket path too long for a Unix socket: {self.path}")
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        if os.path.exists(self.path):
+            if try_agent(os.path.dirname(self.path), {"op": "ping"}, timeout=2) is not None:
+                raise AgentError(f"another agent already runs on {self.path}")
+            os.unlink(self.path)  # left by an agent that died
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old_umask = os.umask(0o177)  # born 0600: no window where others may connect
+        try:
+            sock.bind(self.path)
+        finally:
+            os.umask(old_umask)
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=_MAX_REQUEST)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                self.requests += 1
+                writer.write(json.dumps(self._answer(line), default=str).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, ValueError):
+            pass  # a client that went away or sent an over-long line
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    def _answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return {"ok": False, "error": "request is not JSON"}
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            return {"ok": False, "error": "request must be an object with an 'op'"}
+        return self._handler(request)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)

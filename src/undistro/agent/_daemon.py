@@ -1,0 +1,384 @@
+"""The agent: converge once, then sleep until an event says something moved.
+
+The loop is asyncio's default one with no timer armed (unless ``audit_every``
+asks for one), so an idle agent blocks in ``epoll_wait`` and makes no system
+call at all. What wakes it:
+
+* the inotify fd — a managed path changed: only the resources concerned are
+  checked (and repaired, with their ``notify`` targets, by the engine);
+* the inotify fd on the policy directory — the policy is re-validated in
+  full and swapped in only if valid;
+* SIGHUP (reload), SIGTERM/SIGINT (clean exit, status 0);
+* the control socket (``undistro status``, ``apply``, ``reload``).
+
+The engine runs on the loop's thread: checks and socket requests are
+serialised, so an ``apply`` through the socket never races a repair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from undistro.agent._control import ControlServer
+from undistro.agent._converge import Converger, Outcome
+from undistro.errors import PolicyError, UndistroError
+from undistro.events import ENTRY_MASK, SETTLED_MASK, Batch, PathWatcher
+from undistro.events._binding import IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO
+from undistro.resources import Watch
+
+POLICY_KEY = "@policy"
+"""Watch key of the policy's files (no ':' so it never collides with an id)."""
+POLICY_DIRS_KEY = "@policy-dirs"
+"""Watch key of the policy's directory structure (a new sub-directory)."""
+REJECTED, UNCHANGED, SWAPPED = "rejected", "unchanged", "swapped"
+_DIR_MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
+
+
+class Promise:
+    """The last word on one resource: what ``undistro status`` lists.
+
+    Slotted, and kept only for resources with something to say (a repair,
+    a failure): the agent's memory must not grow with what is merely kept.
+    """
+
+    __slots__ = ("cause", "error", "last_check", "last_repair", "state")
+
+    def __init__(self) -> None:
+        self.state = ""
+        self.cause = ""
+        self.error: str | None = None
+        self.last_check = 0.0
+        self.last_repair: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class Agent:
+    """One agent: a converger, the watches of its policy, a control socket."""
+
+    def __init__(self, converger: Converger, *, audit_every: float | None = None) -> None:
+        self.converger = converger
+        self.audit_every = audit_every
+        self.watcher = PathWatcher()
+        self._control = ControlServer(converger.state_dir, self._request)
+        self._stop: asyncio.Event | None = None
+        self._started = time.monotonic()
+        self._promises: dict[str, Promise] = {}
+        self._full_check: tuple[float, str] | None = None
+        self._policy_dirs: list[str] = []
+        self._last_policy_error: str | None = None
+        self._counts = {
+            "wakeups": 0,
+            "checks": 0,
+            "repairs": 0,
+            "failures": 0,
+            "reloads": 0,
+            "rejected_policies": 0,
+            "rescans": 0,
+        }
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; return the exit status (0: clean)."""
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        # Handlers first: a SIGTERM during a long start-up converge is then
+        # a clean exit once that converge is done, not a kill in the middle.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        policy = self.converger.load()
+        self._log(f"policy {policy.dir}: {len(policy.resources)} resources")
+        # Watches first, converge second: a change made while converging is
+        # still seen (and the paired events of our own repairs find "kept").
+        self._declare_all()
+        self._sync_watches()
+        self._converge(None, {}, "agent start")
+        # The converge created directories that watches now belong in: take
+        # its own events (and anything else already queued) before "ready".
+        self._on_inotify()
+        await self._control.start()
+        loop.add_reader(self.watcher.fileno(), self._on_inotify)
+        loop.add_signal_handler(signal.SIGHUP, self._reload, "SIGHUP")
+        if self.audit_every:
+            loop.call_later(self.audit_every, self._audit)
+        self._log(f"ready: watching {self.watcher.stats()['watched_dirs']} directories")
+        try:
+            await self._stop.wait()
+        finally:
+            loop.remove_reader(self.watcher.fileno())
+            await self._control.close()
+            self.watcher.close()
+            self.converger.close()
+        self._log("stopped")
+        return 0
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    # -- events ---------------------------------------------------------------
+
+    def _on_inotify(self) -> None:
+        batch = self.watcher.read()
+        if not batch:
+            self._sync_watches()  # events for neighbours only; a dir may have appeared
+            return
+        self._counts["wakeups"] += 1
+        policy_cause = self._policy_event(batch)
+        if batch.overflow:
+            self._counts["rescans"] += 1
+            cause = "inotify queue overflow: events were lost, full check"
+            self._log(cause)
+            self.converger.journal_agent("rescan", cause)
+            if self._reload(cause) != SWAPPED:  # lost events may have been the policy's
+                self._converge(None, {}, cause)
+            self._sync_watches()
+            return
+        # A valid new policy is checked in full, which covers the batch; an
+        # invalid one leaves the batch to be checked under the old policy.
+        if policy_cause is not None and self._reload(policy_cause) == SWAPPED:
+            self._sync_watches()
+            return
+        if batch.rescan:
+            self._counts["rescans"] += 1
+            lost = [f"watch lost ({why}): {key}" for key, why in sorted(batch.rescan.items())]
+            self.converger.journal_agent("rescan", *lost)
+        causes = {**batch.rescan, **batch.changed}
+        self._converge(set(causes), causes, "inotify")
+        self._sync_watches()
+
+    def _policy_event(self, batch: Batch) -> str | None:
+        """Pop the policy's own keys from ``batch``; the cause if it changed."""
+        cause = batch.changed.pop(POLICY_KEY, None) or batch.rescan.pop(POLICY_KEY, None)
+        dirs = batch.changed.pop(POLICY_DIRS_KEY, None) or batch.rescan.pop(POLICY_DIRS_KEY, None)
+        if dirs is not None and _walk_dirs(self.converger.policy_dir) != self._policy_dirs:
+            cause = cause or dirs  # a new sub-directory: what it holds may matter
+        return cause
+
+    def _audit(self) -> None:
+        self._converge(None, {}, "audit")
+        assert self.audit_every is not None
+        asyncio.get_running_loop().call_later(self.audit_every, self._audit)
+
+    # -- policy ---------------------------------------------------------------
+
+    def _reload(self, cause: str) -> str:
+        """Re-validate the policy; if valid and changed, swap it in and
+        converge all of it. Returns REJECTED, UNCHANGED or SWAPPED."""
+        try:
+            policy, changed = self.converger.reload()
+        except PolicyError as exc:
+            self._reject(exc, cause)
+            return REJECTED
+        self._last_policy_error = None
+        if not changed:
+            return UNCHANGED
+        self._counts["reloads"] += 1
+        self._log(f"policy reloaded ({cause}): {len(policy.resources)} resources")
+        self._declare_all()
+        self._sync_watches()
+        self._converge(None, {}, f"policy reloaded: {cause}")
+        return SWAPPED
+
+    def _reject(self, exc: PolicyError, cause: str) -> None:
+        """Keep the policy in force; say why the new one was refused."""
+        self._counts["rejected_policies"] += 1
+        self._last_policy_error = str(exc)
+        for line in exc.problems:
+            self._log(f"policy rejected, keeping the previous one: {line}")
+        self.converger.journal_agent("policy-error", cause, error=str(exc))
+        self._declare_policy()  # the broken files must still be watched
+        self._sync_watches()
+
+    def _declare_all(self) -> None:
+        policy = self.converger.policy
+        for gone in self.watcher.keys() - policy.resources.keys() - {POLICY_KEY, POLICY_DIRS_KEY}:
+            self.watcher.forget(gone)
+            self._promises.pop(gone, None)
+        for rid, resource in policy.resources.items():
+            self.watcher.declare(rid, self.converger.watches(resource), mask=ENTRY_MASK)
+        self._declare_policy()
+
+    def _declare_policy(self) -> None:
+        self._policy_dirs = _walk_dirs(self.converger.policy_dir)
+        trees = [Watch("tree", d) for d in self._policy_dirs]
+        extra = [Watch("path", p) for p in self.converger.extra_inputs()]
+        self.watcher.declare(POLICY_KEY, trees + extra, mask=SETTLED_MASK)
+        self.watcher.declare(POLICY_DIRS_KEY, trees, mask=_DIR_MASK)
+
+    def _sync_watches(self) -> None:
+        failures = self.watcher.sync()
+        if not failures:
+            return
+        self._counts["rescans"] += 1
+        lines = [f"{reason}: {key}" for key, reason in sorted(failures.items())]
+        for line in lines[:10]:
+            self._log(f"{line} is checked now but not watched")
+        if len(lines) > 10:
+            self._log(f"... and {len(lines) - 10} more resources not watched")
+        self.converger.journal_agent("unwatched", *lines)
+        self._converge(set(failures) - {POLICY_KEY, POLICY_DIRS_KEY}, failures, "watch failed")
+
+    # -- converging -----------------------------------------------------------
+
+    def _converge(self, only: set[str] | None, causes: dict[str, str], label: str) -> None:
+        if only is not None:
+            only &= self.converger.policy.resources.keys()
+            if not only:
+                return
+        now = time.time()
+        try:
+            for out in self.converger.run(only, causes, label):
+                self._note(out, now)
+        except UndistroError as exc:
+            self._counts["failures"] += 1
+            self._log(f"check failed ({label}): {exc}")
+            self.converger.journal_agent("failed", label, error=str(exc))
+            return
+        if only is None:
+            self._full_check = (now, label)
+
+    def _note(self, out: Outcome, now: float) -> None:
+        self._counts["checks"] += 1
+        promise = self._promises.get(out.id)
+        if promise is None:
+            if out.outcome == "kept":
+                return  # the common case needs no record: see _promise()
+            promise = self._promises[out.id] = Promise()
+        promise.state, promise.last_check, promise.cause = out.outcome, now, out.cause
+        promise.error = out.error
+        if out.outcome == "repaired":
+            self._counts["repairs"] += 1
+            promise.last_repair = now
+            self._log(f"repaired {out.id} ({out.cause}): {'; '.join(out.actions)}")
+        elif out.outcome == "failed":
+            self._counts["failures"] += 1
+            self._log(f"failed {out.id} ({out.cause}): {out.error}")
+
+    def _promise(self, rid: str) -> Promise:
+        """What is known of ``rid``. Only resources ever repaired or not kept
+        have a record (10,000 records would cost ~1.5 MB of the budget);
+        the rest were kept at the last full check."""
+        promise = self._promises.get(rid)
+        if promise is None:
+            promise = Promise()
+            if self._full_check is not None:
+                promise.state = "kept"
+                promise.last_check, promise.cause = self._full_check
+            else:
+                promise.state = "unchecked"
+        return promise
+
+    # -- control socket -------------------------------------------------------
+
+    def _request(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "status":
+            # Kept promises are the bulk and say nothing; list them on request.
+            if request.get("all"):
+                ids: Iterable[str] = self.converger.policy.resources
+            else:
+                ids = [rid for rid, p in self._promises.items() if p.state != "kept"]
+            resources = {rid: self._promise(rid).as_dict() for rid in ids}
+            return {"ok": True, **self.stats(), "resources": resources}
+        if op == "reload":
+            if self._reload("reload requested") == REJECTED:
+                return {"ok": False, "error": self._last_policy_error}
+            return {"ok": True, "resources": len(self.converger.policy.resources)}
+        if op == "apply":
+            return self._apply(request)
+        return {"ok": False, "error": f"unknown op {op!r} (known: status, apply, reload)"}
+
+    def _apply(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Re-read the policy and converge all of it; reply with the report
+        ``undistro apply`` would have printed, and its exit status."""
+        from io import StringIO
+
+        from undistro.commands._report import print_run, summary_line
+
+        wanted = request.get("policy")
+        if wanted is not None and os.path.abspath(wanted) != self.converger.policy_dir:
+            return {
+                "ok": False,
+                "error": f"the agent runs policy {self.converger.policy_dir}, not {wanted}"
+                " (stop it, or apply its policy)",
+            }
+        try:
+            self.converger.reload()
+        except PolicyError as exc:
+            self._reject(exc, "apply via agent")
+            return {"ok": False, "error": str(exc)}
+        self._declare_all()
+        self._sync_watches()
+        summary = self.converger.apply("apply (via agent)")
+        now = time.time()
+        for result in summary.results.values():
+            self._note(
+                Outcome(
+                    result.id, result.status, summary.cause, tuple(result.actions), result.error
+                ),
+                now,
+            )
+        out = StringIO()
+        if request.get("quiet"):
+            out.write(summary_line(summary) + "\n")
+        else:
+            print_run(summary, out, show_diffs=bool(request.get("diff", True)))
+        return {"ok": True, "report": out.getvalue(), "exit": 0 if summary.ok else 1}
+
+    # -- inspection -----------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """A cheap snapshot: counters and sizes, no I/O but one /proc read."""
+        policy = self.converger.policy
+        states: dict[str, int] = {}
+        for promise in self._promises.values():
+            states[promise.state] = states.get(promise.state, 0) + 1
+        plain = len(policy.resources) - len(self._promises)
+        if plain:
+            state = "kept" if self._full_check else "unchecked"
+            states[state] = states.get(state, 0) + plain
+        return {
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "rss_bytes": _rss_bytes(),
+            "policy": {
+                "dir": policy.dir,
+                "name": policy.name,
+                "resources": len(policy.resources),
+                "last_error": self._last_policy_error,
+            },
+            "promises": states,
+            "events": {**self.watcher.stats(), **self._counts},
+            "control_requests": self._control.requests,
+            "audit_every": self.audit_every,
+        }
+
+    @staticmethod
+    def _log(message: str) -> None:
+        print(f"undistro agent: {message}", file=sys.stderr, flush=True)
+
+
+def _walk_dirs(top: str) -> list[str]:
+    """The policy directory and its sub-directories (dot-directories such as
+    ``.git`` excluded: their churn is not the policy)."""
+    found = []
+    for dirpath, dirnames, _files in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.append(dirpath)
+    return found
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -1,0 +1,273 @@
+"""Turn inotify notifications into "check these resources" for the engine.
+
+A resource declares :class:`~undistro.resources.Watch` items: ``path`` (one
+managed path) or ``tree`` (a directory whose entries matter). Files are
+watched through their **parent directory**: editors and atomic writers
+replace the inode, and a watch on the file itself would go silent after the
+first rename. One kernel watch per directory serves every resource under it;
+``(directory, entry name)`` maps to the keys (resource ids) it concerns.
+
+Bursts are coalesced without timers: :meth:`PathWatcher.read` drains every
+event queued in the kernel and returns each concerned key once. While the
+agent checks those, new events queue up; the next read takes them all at
+once. So a writer hammering a file causes a handful of checks, not one per
+write, and a single edit is checked within a millisecond.
+
+Nothing is missed silently. A directory that does not exist yet is watched
+through its nearest existing ancestor (its creation is an event); a lost
+watch (the directory was removed or moved), a watch the kernel refuses
+(``max_user_watches``, permissions) and a queue overflow all end up in
+:attr:`Batch.rescan` or :attr:`Batch.overflow`, which the agent answers with a
+full check of what they cover and a journal entry.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from undistro.events import _binding as b
+from undistro.resources import Watch
+
+ENTRY_MASK = (
+    b.IN_MODIFY
+    | b.IN_ATTRIB
+    | b.IN_CLOSE_WRITE
+    | b.IN_CREATE
+    | b.IN_DELETE
+    | b.IN_MOVED_FROM
+    | b.IN_MOVED_TO
+)
+"""Everything that can change an entry: content, metadata, appearance, removal."""
+
+SETTLED_MASK = b.IN_CLOSE_WRITE | b.IN_DELETE | b.IN_MOVED_FROM | b.IN_MOVED_TO
+"""Changes of finished files only, for inputs read whole (the policy's TOML):
+reacting to ``create``/``modify`` would read a half-written file."""
+
+_SELF_MASK = b.IN_DELETE_SELF | b.IN_MOVE_SELF | b.IN_ONLYDIR | b.IN_EXCL_UNLINK
+_STRUCTURE = b.IN_CREATE | b.IN_DELETE | b.IN_MOVED_FROM | b.IN_MOVED_TO
+_LOST = b.IN_IGNORED | b.IN_DELETE_SELF | b.IN_MOVE_SELF | b.IN_UNMOUNT
+
+
+@dataclass(frozen=True, slots=True)
+class _Interest:
+    """``key`` cares about ``name`` in a directory (``None``: any entry)."""
+
+    key: str
+    name: str | None
+    mask: int
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one drain of the queue means for the consumer.
+
+    ``changed`` maps each concerned key to the first event seen for it (the
+    cause the journal records); ``rescan`` maps keys whose watch was lost or
+    refused to the reason; ``overflow`` means the kernel dropped events, so
+    everything must be checked.
+    """
+
+    changed: dict[str, str] = field(default_factory=dict)
+    rescan: dict[str, str] = field(default_factory=dict)
+    overflow: bool = False
+    events: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.changed or self.rescan or self.overflow)
+
+
+class PathWatcher:
+    """Kernel watches for a set of keyed :class:`Watch` declarations.
+
+    Call :meth:`declare` / :meth:`forget` as the policy changes, then :meth:`sync`
+    to place the kernel watches; wait on :meth:`fileno`, and :meth:`read` when
+    it is readable. Not thread-safe: one event loop owns it.
+    """
+
+    def __init__(self) -> None:
+        self._ino = b.Inotify()
+        self._decl: dict[str, list[tuple[str, str | None, int]]] = {}
+        # directory -> interests in it, as declared (the directory may not exist)
+        self._wanted: dict[str, list[_Interest]] = {}
+        # directory actually watched -> its wd, and the reverse
+        self._wd_of: dict[str, int] = {}
+        self._dir_of: dict[int, str] = {}
+        # watched directory -> interests served there (own, or proxies for
+        # missing descendants: the child on the way is the entry name)
+        self._served: dict[str, list[_Interest]] = {}
+        self._dirty = True
+        self.failed: dict[str, str] = {}
+        self._counts = {"events": 0, "batches": 0, "overflows": 0, "lost_watches": 0}
+
+    # -- declarations ---------------------------------------------------------
+
+    def declare(self, key: str, watches: Iterable[Watch], *, mask: int = ENTRY_MASK) -> None:
+        """Declare (replacing any previous declaration) what ``key`` watches.
+
+        Kinds other than ``path`` and ``tree`` belong to other event sources
+        and are ignored here.
+        """
+        decl: list[tuple[str, str | None, int]] = []
+        for watch in watches:
+            target = os.path.normpath(watch.target)
+            if watch.kind == "path":
+                parent, name = os.path.split(target)
+                decl.append((parent or "/", name or None, mask))
+            elif watch.kind == "tree":
+                decl.append((target, None, mask))
+        if self._decl.get(key) != decl:
+            self.forget(key)
+            self._decl[key] = decl
+            for directory, entry, m in decl:
+                self._wanted.setdefault(directory, []).append(_Interest(key, entry, m))
+            self._dirty = True
+
+    def forget(self, key: str) -> None:
+        """Forget ``key``; its kernel watches go at the next :meth:`sync`."""
+        for directory, _name, _mask in self._decl.pop(key, ()):
+            kept = [i for i in self._wanted.get(directory, ()) if i.key != key]
+            if kept:
+                self._wanted[directory] = kept
+            else:
+                self._wanted.pop(directory, None)
+            self._dirty = True
+        self.failed.pop(key, None)
+
+    def keys(self) -> set[str]:
+        return set(self._decl)
+
+    # -- kernel watches -------------------------------------------------------
+
+    def sync(self) -> dict[str, str]:
+        """Place and remove kernel watches to match the declarations.
+
+        Returns the keys whose watch could not be placed, with the reason
+        (they must be checked by other means, and the agent journals it).
+        """
+        if not self._dirty:
+            return {}
+        self._dirty = False
+        served: dict[str, list[_Interest]] = {}
+        exists: dict[str, bool] = {}
+        for directory, interests in self._wanted.items():
+            where, child = _nearest_existing(directory, exists)
+            if child is None:
+                served.setdefault(where, []).extend(interests)
+            else:
+                # Watch the ancestor for the missing child's arrival.
+                served.setdefault(where, []).extend(
+                    _Interest(i.key, child, _STRUCTURE | b.IN_ATTRIB) for i in interests
+                )
+        failures: dict[str, str] = {}
+        for directory in [d for d in self._wd_of if d not in served]:
+            self._unwatch(directory)
+        for directory, interests in served.items():
+            mask = _SELF_MASK
+            for interest in interests:
+                mask |= interest.mask
+            try:
+                wd = self._ino.add_watch(directory, mask)
+            except OSError as exc:
+                reason = f"cannot watch {directory}: {exc.strerror}"
+                for interest in interests:
+                    failures[interest.key] = reason
+                if exc.errno == errno.ENOENT:
+                    self._dirty = True  # vanished since we looked: place it higher next time
+                self._unwatch(directory)
+                continue
+            old = self._dir_of.get(wd)
+            if old is not None and old != directory:
+                # The same inode under another name (moved there): the old
+                # path is no longer what this watch sees.
+                self._wd_of.pop(old, None)
+            self._wd_of[directory] = wd
+            self._dir_of[wd] = directory
+        self._served = served
+        self.failed = failures
+        return failures
+
+    def _unwatch(self, directory: str) -> None:
+        wd = self._wd_of.pop(directory, None)
+        if wd is not None:
+            self._dir_of.pop(wd, None)
+            self._ino.rm_watch(wd)
+
+    # -- events ---------------------------------------------------------------
+
+    def fileno(self) -> int:
+        return self._ino.fileno()
+
+    def read(self) -> Batch:
+        """Drain the kernel queue; map events to keys, each key once."""
+        batch = Batch()
+        raw = self._ino.read()
+        batch.events = len(raw)
+        for event in raw:
+            if event.mask & b.IN_Q_OVERFLOW:
+                batch.overflow = True
+                continue
+            directory = self._dir_of.get(event.wd)
+            if directory is None:
+                continue  # a watch we already dropped
+            if event.mask & _LOST:
+                self._lose(directory, event.wd, event.mask, batch)
+                continue
+            path = os.path.join(directory, event.name) if event.name else directory
+            for interest in self._served.get(directory, ()):
+                if event.mask & interest.mask and interest.name in (None, event.name):
+                    batch.changed.setdefault(interest.key, f"{b.describe(event.mask)} {path}")
+            if event.mask & b.IN_ISDIR and event.mask & _STRUCTURE:
+                # A directory appeared or vanished: a watch may now be placed
+                # deeper, or have lost its directory.
+                self._dirty = True
+        self._counts["events"] += batch.events
+        if batch:
+            self._counts["batches"] += 1
+        if batch.overflow:
+            self._counts["overflows"] += 1
+            self._dirty = True
+        return batch
+
+    def _lose(self, directory: str, wd: int, mask: int, batch: Batch) -> None:
+        """The directory behind ``wd`` is gone or moved: whoever relied on the
+        watch must be checked, and the watch placed again."""
+        self._counts["lost_watches"] += 1
+        self._wd_of.pop(directory, None)
+        self._dir_of.pop(wd, None)
+        if not mask & b.IN_IGNORED:
+            self._ino.rm_watch(wd)  # a moved directory keeps its wd; we do not want it
+        reason = f"{b.describe(mask & ~b.IN_ISDIR)} {directory}"
+        for interest in self._served.get(directory, ()):
+            batch.rescan.setdefault(interest.key, reason)
+        self._dirty = True
+
+    # -- inspection -----------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """A cheap snapshot for ``undistro status``."""
+        return {
+            **self._counts,
+            "watched_dirs": len(self._wd_of),
+            "keys": len(self._decl),
+            "unwatched_keys": len(self.failed),
+        }
+
+    def close(self) -> None:
+        self._ino.close()
+
+
+def _nearest_existing(directory: str, cache: dict[str, bool]) -> tuple[str, str | None]:
+    """``(directory, None)`` if it is a directory, else its nearest existing
+    ancestor and the name of the missing child on the way down."""
+    child: str | None = None
+    current = directory
+    while True:
+        ok = cache.get(current)
+        if ok is None:
+            ok = cache[current] = os.path.isdir(current)
+        if ok or current == "/":
+            return current, child
+        current, child = os.path.split(current)

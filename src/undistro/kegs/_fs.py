@@ -1,0 +1,40 @@
+"""The few filesystem moves the store and profiles make durable or undo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new entry in ``path`` survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data``: readers see the old or the new file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def remove_tree(path: str) -> None:
+    """Remove a tree whose directories may be read-only (store paths are);
+    each directory is opened up first, symlinks are never followed."""
+    if not os.path.lexists(path):
+        return
+    if not os.path.islink(path):
+        os.chmod(path, 0o700)
+    for dirpath, dirnames, _files in os.walk(path):
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if not os.path.islink(full):
+                os.chmod(full, 0o700)
+    shutil.rmtree(path)

@@ -1,0 +1,135 @@
+"""Pure parts of the s6 and systemd backends: files rendered, states mapped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import undistro.supervisor as supervisor
+from undistro.supervisor import Phase, ServiceSpec
+from undistro.supervisor._s6 import phase_of as s6_phase
+from undistro.supervisor._s6_dir import backoff_delays, render
+from undistro.supervisor._s6_status import S6Status
+from undistro.supervisor._systemd import phase_of as systemd_phase
+from undistro.supervisor._systemd_unit import quote, render_unit, unit_name
+
+SPEC = ServiceSpec("web", ("httpd", "-f"))
+
+
+def test_public_surface() -> None:
+    assert {"S6Backend", "SystemdBackend", "ServiceSpec", "Phase"} <= set(supervisor.__all__)
+
+
+def test_s6_dir_files_follow_the_spec() -> None:
+    files = render(ServiceSpec("web", ("httpd", "-f"), readiness="notify", stop_timeout=2.5), "/l")
+    assert files["notification-fd"][0] == "3\n"
+    assert files["timeout-kill"][0] == "2500\n"
+    assert files["down-signal"][0] == "15\n"
+    assert files["run"][0].endswith("exec httpd -f\n") and files["run"][1] == 0o755
+    assert "down" in files and "notification-fd" not in render(SPEC, "/l")
+    assert "exit 125" in render(SPEC, "/l")["finish"][0]  # on-failure: a clean exit is final
+    assert (
+        "s6-permafailon" not in render(ServiceSpec("x", ("x",), restart="never"), "/l")["finish"][0]
+    )
+
+
+def test_backoff_doubles_to_the_cap() -> None:
+    spec = ServiceSpec("x", ("x",), restart_delay=1, restart_delay_max=5, crash_loop_limit=5)
+    assert backoff_delays(spec) == [1, 2, 4, 5, 5]
+
+
+def raw(
+    pid: int = 0,
+    *,
+    wstat: int = 0,
+    finishing: bool = False,
+    want_up: bool = False,
+    ready: bool = False,
+) -> S6Status:
+    return S6Status(0.0, 0.0, pid, wstat, False, finishing, want_up, ready)
+
+
+@pytest.mark.parametrize(
+    ("status", "spec", "want_up", "phase"),
+    [
+        (None, SPEC, False, Phase.STOPPED),
+        (raw(10, want_up=True), SPEC, True, Phase.RUNNING),
+        (raw(10, want_up=True), ServiceSpec("n", ("n",), readiness="notify"), True, Phase.STARTING),
+        (
+            raw(10, want_up=True, ready=True),
+            ServiceSpec("n", ("n",), readiness="notify"),
+            True,
+            Phase.RUNNING,
+        ),
+        (raw(10), SPEC, False, Phase.STOPPING),
+        (raw(11, finishing=True, want_up=True, wstat=0x0100), SPEC, True, Phase.BACKOFF),
+        (raw(0, want_up=True, wstat=0x0100), SPEC, True, Phase.BACKOFF),
+        (raw(0, wstat=0x0300), SPEC, True, Phase.FAILED),
+        (raw(0, wstat=0), SPEC, True, Phase.STOPPED),
+        (raw(0, wstat=0), ServiceSpec("o", ("o",), readiness="exit"), True, Phase.STOPPED),
+        (raw(0, wstat=9), SPEC, False, Phase.STOPPED),
+    ],
+)
+def test_s6_phase_table(
+    status: S6Status | None, spec: ServiceSpec, want_up: bool, phase: Phase
+) -> None:
+    assert s6_phase(status, spec, want_up) is phase
+
+
+def props(active: str, sub: str = "", result: str = "success") -> dict[str, Any]:
+    return {"ActiveState": active, "SubState": sub, "Result": result}
+
+
+@pytest.mark.parametrize(
+    ("state", "spec", "previous", "want_up", "phase"),
+    [
+        (props("active", "running"), SPEC, Phase.STARTING, True, Phase.RUNNING),
+        (props("activating", "start"), SPEC, Phase.STOPPED, True, Phase.STARTING),
+        (props("activating", "auto-restart"), SPEC, Phase.RUNNING, True, Phase.BACKOFF),
+        (props("failed", "failed", "exit-code"), SPEC, Phase.RUNNING, True, Phase.BACKOFF),
+        (props("failed", "failed", "exit-code"), SPEC, Phase.BACKOFF, True, Phase.FAILED),
+        (props("failed", "failed", "start-limit-hit"), SPEC, Phase.RUNNING, True, Phase.FAILED),
+        (
+            props("failed", "failed", "exit-code"),
+            ServiceSpec("x", ("x",), restart="never"),
+            Phase.RUNNING,
+            True,
+            Phase.FAILED,
+        ),
+        (props("inactive", "dead"), SPEC, Phase.BACKOFF, True, Phase.BACKOFF),
+        (props("inactive", "dead"), SPEC, Phase.STOPPING, False, Phase.STOPPED),
+        (props("deactivating", "stop-sigterm"), SPEC, Phase.RUNNING, False, Phase.STOPPING),
+        (
+            props("active", "exited"),
+            ServiceSpec("o", ("true",), readiness="exit"),
+            Phase.STARTING,
+            True,
+            Phase.STOPPED,
+        ),
+    ],
+)
+def test_systemd_phase_table(
+    state: dict[str, Any], spec: ServiceSpec, previous: Phase, want_up: bool, phase: Phase
+) -> None:
+    assert systemd_phase(state, spec, previous, want_up) is phase
+
+
+def test_unit_file_quotes_and_maps() -> None:
+    unit = render_unit(
+        ServiceSpec(
+            "web",
+            ("sh", "-c", 'echo "$HOME" 100%'),
+            readiness="notify",
+            restart="never",
+            environment={"A": "x y$"},
+            crash_loop_limit=4,
+        )
+    )
+    assert unit_name("web") == "undistro-web.service"
+    assert 'ExecStart="sh" "-c" "echo \\"$$HOME\\" 100%%"' in unit
+    assert 'Environment="A=x y$"' in unit
+    assert "Type=notify" in unit and "NotifyAccess=all" in unit and "Restart=no" in unit
+    assert "StartLimitBurst=4" in unit and "KillMode=control-group" in unit
+    assert quote("a\nb") == '"a\\nb"'
+    assert "Type=oneshot" in render_unit(ServiceSpec("o", ("true",), readiness="exit"))
