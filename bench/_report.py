@@ -169,6 +169,9 @@ def _syscall_table(cells: list[Cell]) -> list[str]:
     return lines
 
 
+_SLOPE_GROUPS = ("stat", "open", "read", "write", "sync")
+
+
 def _marginal(cells: list[Cell]) -> list[str]:
     """Syscalls per *extra* file between a tool's smallest and largest traced N.
 
@@ -188,7 +191,8 @@ def _marginal(cells: list[Cell]) -> list[str]:
             per = {k: (b[k] - a[k]) / (large.n - small.n) for k in a}
             rows.append(
                 f"| {tool} | {small.n}→{large.n} | {PHASE_TITLES[phase]} | "
-                + " | ".join(f"{per[k]:.2f}" for k in ("stat", "open", "read", "write", "sync"))
+                # round + 0.0 turns a tiny negative slope into 0.00, not -0.00
+                + " | ".join(f"{round(per[k], 2) + 0.0:.2f}" for k in _SLOPE_GROUPS)
                 + f" | {per['total']:.1f} |"
             )
     if not rows:
