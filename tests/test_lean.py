@@ -39,3 +39,12 @@ def test_cached_no_op_apply_imports_nothing_heavy(policy: PolicyDir, root: Path)
     )
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
     assert out.stdout.splitlines()[-1] == "0 []"
+
+
+def test_sha256_matches_hashlib() -> None:
+    import hashlib
+
+    from undistro._hash import sha256_hex
+
+    for data in (b"", b"abc", bytes(range(256)) * 1000):
+        assert sha256_hex(data) == hashlib.sha256(data).hexdigest()

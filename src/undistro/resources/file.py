@@ -21,6 +21,7 @@ import os
 import stat
 from typing import Any, ClassVar
 
+from undistro._hash import sha256_hex
 from undistro.errors import ValidationError
 from undistro.resources._base import (
     Action,
@@ -99,10 +100,8 @@ class File(PathResource):
             self._set_data(text.encode())
 
     def _set_data(self, data: bytes) -> None:
-        import hashlib
-
         self.data = data
-        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.sha256 = sha256_hex(data)
 
     # -- probe / plan --------------------------------------------------------
 
@@ -127,10 +126,8 @@ class File(PathResource):
         if fp is not None and fp.matches(state.st):
             state.sha256 = fp.sha256
             return state
-        import hashlib
-
         content = _read(state.path)
-        state.sha256 = hashlib.sha256(content).hexdigest()
+        state.sha256 = sha256_hex(content)
         if len(content) <= _DIFF_LIMIT:
             state.content = content
         if state.sha256 == self.sha256:
