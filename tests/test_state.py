@@ -84,5 +84,9 @@ def test_first_run_syncs_once_per_wave_not_once_per_file(
     # SQLite's own syncs while creating the store; none per managed file.
     fsyncs = re.findall(r"^\d+\s+(?:fsync|fdatasync)\((\d+)", trace, re.M)
     assert len(fsyncs) < 25
+    # and no per-file cost creeps in elsewhere (a retried failing import
+    # once added five stat calls per file hashed)
+    stats = re.findall(r"^\d+\s+(?:newfstatat|stat|lstat|statx)\(", trace, re.M)
+    assert len(stats) < 4 * N + 1500
     assert 1 <= len(re.findall(r"^\d+\s+syncfs\(", trace, re.M)) <= 4
     assert len(os.listdir(root / "data")) == N

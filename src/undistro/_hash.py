@@ -21,6 +21,11 @@ def _constructor() -> Any:
     return sha256
 
 
+# Resolved once: a failed import is not cached, and retrying it would search
+# sys.path (a handful of stat calls) for every file hashed.
+_sha256 = _constructor()
+
+
 def sha256_hex(data: bytes) -> str:
     """The hex SHA-256 of ``data``."""
-    return str(_constructor()(data).hexdigest())
+    return str(_sha256(data).hexdigest())
