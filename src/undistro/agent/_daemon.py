@@ -114,7 +114,7 @@ class Agent:
         # Watches first, converge second: a change made while converging is
         # still seen (and the paired events of our own repairs find "kept").
         self._declare_all()
-        await self._sync_watches()
+        await self._sync_watches(recheck=False)
         await self._converge(None, {}, "agent start")
         # The converge created directories that watches now belong in: take
         # its own events (and anything else already queued) before "ready".
@@ -230,7 +230,7 @@ class Agent:
         self._counts["reloads"] += 1
         self._log(f"policy reloaded ({cause}): {len(policy.resources)} resources")
         self._declare_all()
-        await self._sync_watches()
+        await self._sync_watches(recheck=False)
         await self._converge(None, {}, f"policy reloaded: {cause}")
         return SWAPPED
 
@@ -260,8 +260,17 @@ class Agent:
         self.watcher.declare(POLICY_KEY, trees + extra, mask=SETTLED_MASK)
         self.watcher.declare(POLICY_DIRS_KEY, trees, mask=_DIR_MASK)
 
-    async def _sync_watches(self) -> None:
+    async def _sync_watches(self, *, recheck: bool = True) -> None:
+        """Match the kernel's watches to the policy's paths. A directory
+        watched anew (re-created by a repair, say) may have changed before
+        its watch existed: its resources are checked once more, unless a
+        full check follows anyway (``recheck=False``)."""
         failures = self.watcher.sync()
+        placed = {k: v for k, v in self.watcher.placed.items() if k not in failures}
+        placed.pop(POLICY_KEY, None)
+        placed.pop(POLICY_DIRS_KEY, None)
+        if recheck and placed:
+            await self._converge(set(placed), placed, "watch placed")
         if not failures:
             return
         self._counts["rescans"] += 1
@@ -485,7 +494,7 @@ class Agent:
             await self._reject(exc, "apply via agent")
             return {"ok": False, "error": str(exc)}
         self._declare_all()
-        await self._sync_watches()
+        await self._sync_watches(recheck=False)
         loop = asyncio.get_running_loop()
         async with self._lock:
             summary = await loop.run_in_executor(None, self.converger.apply, "apply (via agent)")

@@ -126,6 +126,7 @@ class Engine:
         self.facts = facts
         self.workers = workers or min(8, (os.cpu_count() or 1) * 2)
         self._levels = _levels(policy)
+        self._position = {rid: i for i, rid in enumerate(policy.graph.order)}
 
     def run(
         self,
@@ -155,11 +156,9 @@ class Engine:
             self._sweep_temp_files(ctx)
         marked = False
 
-        for level in self._levels:
+        for level in self._walk(selected, refresh):
             work: list[_Work] = []
             for rid in level:
-                if selected is not None and rid not in selected and rid not in refresh:
-                    continue
                 res = resources[rid]
                 blocker = next(
                     (
@@ -218,6 +217,29 @@ class Engine:
             if marked or os.path.exists(marker):
                 os.unlink(marker)
         return summary
+
+    def _walk(self, selected: set[str] | None, refresh: set[str]) -> Iterable[list[str]]:
+        """The levels to check, in order: all of them for a full run; for a
+        run of a few ids (an agent's event) only theirs, so that re-checking
+        one file does not walk 10,000. ``refresh`` may grow while walking:
+        a notify target always sits on a later level than its source."""
+        if selected is None:
+            yield from self._levels
+            return
+        level, position = self.policy.graph.level, self._position
+        wanted = {rid for rid in selected | refresh if rid in level}
+        done: set[str] = set()
+        current = 0
+        while True:
+            wanted |= {rid for rid in refresh if rid in level} - done
+            todo = [rid for rid in wanted - done if level[rid] >= current]
+            if not todo:
+                return
+            current = min(level[rid] for rid in todo)
+            batch = sorted((rid for rid in todo if level[rid] == current), key=position.__getitem__)
+            done.update(batch)
+            yield batch
+            current += 1
 
     def _fingerprints(self, selected: set[str] | None) -> Mapping[str, Fingerprint]:
         if selected is None or len(selected) > 1000:

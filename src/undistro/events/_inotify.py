@@ -100,6 +100,7 @@ class PathWatcher:
         self._served: dict[str, list[_Interest]] = {}
         self._dirty = True
         self.failed: dict[str, str] = {}
+        self.placed: dict[str, str] = {}
         self._counts = {"events": 0, "batches": 0, "overflows": 0, "lost_watches": 0}
 
     # -- declarations ---------------------------------------------------------
@@ -146,7 +147,11 @@ class PathWatcher:
 
         Returns the keys whose watch could not be placed, with the reason
         (they must be checked by other means, and the agent journals it).
+        ``placed`` then holds the keys served by a directory watched anew:
+        whatever changed there before the watch existed was not seen, so
+        they are to be checked once more (watch first, then check).
         """
+        self.placed = {}
         if not self._dirty:
             return {}
         self._dirty = False
@@ -178,6 +183,9 @@ class PathWatcher:
                     self._dirty = True  # vanished since we looked: place it higher next time
                 self._unwatch(directory)
                 continue
+            if directory not in self._wd_of:
+                for interest in interests:
+                    self.placed.setdefault(interest.key, f"watch placed on {directory}")
             old = self._dir_of.get(wd)
             if old is not None and old != directory:
                 # The same inode under another name (moved there): the old
