@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from undistro.commands._session import add_policy_options, add_root_options, open_session
+from undistro.commands._time import stamp
 from undistro.errors import UsageError
 
 AGENT_EPILOG = """\
@@ -210,8 +211,7 @@ def _status_from_journal(state_dir: str, sock: str, as_json: bool) -> int:
         return 0
     print(f"no agent runs (no socket at {sock}); last journal entries:")
     for e in entries:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time))
-        print(f"  {stamp} {e.outcome:<9} {e.resource}  ({e.cause})")
+        print(f"  {stamp(e.time)} {e.outcome:<9} {e.resource}  ({e.cause})")
     if not entries:
         print("  (none)")
     return 0

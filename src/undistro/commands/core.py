@@ -8,6 +8,7 @@ import sys
 import time
 
 from undistro.commands._session import add_policy_options, add_root_options, open_session
+from undistro.commands._time import stamp
 from undistro.errors import UsageError
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -156,8 +157,8 @@ def cmd_log(args: argparse.Namespace) -> int:
         )
         return 0
     for e in entries:
-        stamp = _stamp(e.time)
-        print(f"{stamp}  {e.outcome:<8} {e.resource}  ({e.cause})")
+        when = stamp(e.time)
+        print(f"{when}  {e.outcome:<8} {e.resource}  ({e.cause})")
         for action in e.actions:
             print(f"    {action}")
         if e.before or e.after:
@@ -187,9 +188,9 @@ def cmd_why(args: argparse.Namespace) -> int:
     if not entries:
         print("  no change recorded: it has been kept since it was first managed")
     for e in entries:
-        stamp = _stamp(e.time)
+        when = stamp(e.time)
         what = "; ".join(e.actions) or e.error or ""
-        print(f"  {stamp}  {e.outcome:<8} {what}  (cause: {e.cause})")
+        print(f"  {when}  {e.outcome:<8} {what}  (cause: {e.cause})")
     return 0
 
 
@@ -210,7 +211,3 @@ def parse_when(text: str) -> float:
         raise UsageError(
             f"cannot read time {text!r}: use an age like 2h or an ISO time like 2026-11-29T08:00"
         ) from None
-
-
-def _stamp(when: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))

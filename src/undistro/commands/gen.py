@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from typing import Any
 
 from undistro.commands._groups import command_group
+from undistro.commands._time import stamp
 from undistro.errors import UsageError
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -159,7 +159,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no generations in {profile.dir}")
         return 0
     for g in gens:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(g.created))
+        when = stamp(g.created)
         kegs = " ".join(k.label for k in g.kegs) or "(empty)"
         print(f"{'*' if g.current else ' '} {g.number:>4}  {when}  {kegs}")
     return 0
