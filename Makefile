@@ -1,7 +1,9 @@
 # The two commands a newcomer needs:
 #   make demo   converge the demo policy (examples/demo) against a temporary root
 #   make test   install what the tests need, then lint, type-check and run every test
-PYTHON ?= python3
+# The floor is a fresh Debian 12: its own /usr/bin/python3 (3.11.2) builds the
+# venv wherever it exists, so the suite never leans on a newer point release.
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
