@@ -169,7 +169,7 @@ def test_settled_mask_ignores_half_written_files(tmp_path: Path, watcher) -> Non
     assert _read(watcher).changed["policy"].startswith("close_write")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to 'nobody'")
+@pytest.mark.skipif(os.geteuid() != 0, reason="machine limit: not root, cannot drop to 'nobody'")
 def test_refused_watch_is_reported_not_ignored() -> None:
     """The kernel refuses a watch on a directory we may not read: the key
     comes back as a failure (the agent then checks and journals it)."""

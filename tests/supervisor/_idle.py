@@ -25,7 +25,7 @@ def idle_syscalls(pid: int, seconds: float) -> dict[str, int]:
         check=False,
     )
     if f"Process {pid} attached" not in proc.stderr:
-        pytest.skip(f"strace could not attach here: {proc.stderr.strip()[:200]}")
+        pytest.skip(f"machine limit: strace could not attach here: {proc.stderr.strip()[:200]}")
     counts: dict[str, int] = {}
     for line in proc.stderr.splitlines():
         m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
