@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -322,3 +323,54 @@ def test_home_in_the_way_fails_with_one_line(policy: PolicyDir, root: Path, cli:
     assert code == 1
     assert "/home/erin exists and is not a directory" in out
     assert (root / "home/erin").read_text() == "a file where the home goes\n"
+
+
+NAMESPACE_SCRIPT = r"""
+set -e
+scratch=$1; policy=$2; shift 2
+mount -t tmpfs tmpfs "$scratch"
+for d in etc home; do
+    mkdir "$scratch/$d.up" "$scratch/$d.work"
+    mount -t overlay overlay \
+        -o "lowerdir=/$d,upperdir=$scratch/$d.up,workdir=$scratch/$d.work" "/$d"
+done
+check() { echo "== $1"; pwck -r 2>&1 || true; grpck -r 2>&1 || true; }
+check before
+echo "== apply"
+"$@" apply "$policy" --state-dir "$scratch/state" 2>&1 || echo "apply exit $?"
+check after
+stat -c '%U:%G %a' /home/alice
+"""
+
+
+def test_issue_scenario_on_the_host_itself(policy: PolicyDir, tmp_path: Path) -> None:
+    """The issue's run, without --root: the host's own /etc and /home,
+    each under a throw-away overlay in a private mount namespace, and the
+    checkers run with no arguments, as an operator runs them."""
+    if shutil.which("unshare") is None:
+        pytest.skip("util-linux (unshare) not installed")
+    if os.geteuid() != 0:
+        pytest.skip("machine limit: mount namespaces need root")
+    exe = shutil.which("undistro", path=os.path.dirname(sys.executable))
+    assert exe is not None, "the console script is installed beside the interpreter"
+    policy.resources(ISSUE_POLICY)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", NAMESPACE_SCRIPT, "sh"]
+        + [str(scratch), str(policy), exe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if "overlay" in proc.stderr and proc.returncode != 0:
+        pytest.skip(f"machine limit: no overlayfs in a mount namespace: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sections = dict((part.split("\n", 1) + [""])[:2] for part in proc.stdout.split("== ")[1:])
+    before = {line for line in sections["before"].splitlines() if "no changes" not in line}
+    apply_out, after_out = sections["apply"], sections["after"]
+    assert "0 failed" in apply_out and "apply exit" not in apply_out, apply_out
+    after = [line for line in after_out.splitlines()[:-1] if "no changes" not in line]
+    assert [line for line in after if line not in before] == []
+    assert after_out.splitlines()[-1] == "alice:alice 700"
+    assert not os.path.exists("/home/alice")  # the overlay went with the namespace
