@@ -356,9 +356,9 @@ def test_issue_scenario_on_the_host_itself(policy: PolicyDir, tmp_path: Path) ->
     policy.resources(ISSUE_POLICY)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", NAMESPACE_SCRIPT]
     proc = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", NAMESPACE_SCRIPT, "sh"]
-        + [str(scratch), str(policy), exe],
+        [*argv, "sh", str(scratch), str(policy), exe],
         capture_output=True,
         text=True,
         timeout=120,
@@ -366,7 +366,10 @@ def test_issue_scenario_on_the_host_itself(policy: PolicyDir, tmp_path: Path) ->
     if "overlay" in proc.stderr and proc.returncode != 0:
         pytest.skip(f"machine limit: no overlayfs in a mount namespace: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    sections = dict((part.split("\n", 1) + [""])[:2] for part in proc.stdout.split("== ")[1:])
+    sections = {}
+    for part in proc.stdout.split("== ")[1:]:
+        title, _, body = part.partition("\n")
+        sections[title] = body
     before = {line for line in sections["before"].splitlines() if "no changes" not in line}
     apply_out, after_out = sections["apply"], sections["after"]
     assert "0 failed" in apply_out and "apply exit" not in apply_out, apply_out
@@ -374,3 +377,32 @@ def test_issue_scenario_on_the_host_itself(policy: PolicyDir, tmp_path: Path) ->
     assert [line for line in after if line not in before] == []
     assert after_out.splitlines()[-1] == "alice:alice 700"
     assert not os.path.exists("/home/alice")  # the overlay went with the namespace
+
+
+def test_home_under_a_symlink_out_of_the_root_is_refused(
+    policy: PolicyDir, root: Path, cli: RunCli, tmp_path: Path
+) -> None:
+    debian_root(root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "home").symlink_to(outside)
+    policy.resources('[[user]]\nname = "mallory"\n')
+    code, out, _ = cli("apply", policy, "--root", root)
+    assert code == 1 and "refuse: /home leads out of the root" in out
+    assert list(outside.iterdir()) == []
+
+
+def test_home_killed_half_way_is_rebuilt(policy: PolicyDir, root: Path, cli: RunCli) -> None:
+    """A run killed while copying the skeleton left its temp home behind."""
+    debian_root(root)
+    (root / "etc/skel").mkdir()
+    (root / "etc/skel/.profile").write_text("# profile\n")
+    (root / "home").mkdir()
+    stale = root / "home/.frank.undistro-tmp"
+    stale.mkdir()
+    (stale / "half").write_text("")
+    policy.resources('[[user]]\nname = "frank"\n')
+    code, out, err = cli("apply", policy, "--root", root)
+    assert code == 0, out + err
+    assert sorted(p.name for p in (root / "home/frank").iterdir()) == [".profile"]
+    assert sorted(p.name for p in (root / "home").iterdir()) == ["frank"]

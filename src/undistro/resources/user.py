@@ -330,11 +330,17 @@ class MakeHome(Action):
         path = ctx.path(self.user.home)
         parent, base = os.path.split(path)
         os.makedirs(parent, mode=0o755, exist_ok=True)
+        if ctx.root != "/":
+            inside = os.path.realpath(ctx.root)
+            if os.path.commonpath([inside, os.path.realpath(parent)]) != inside:
+                raise PermissionError(
+                    f"refuse: {os.path.dirname(self.user.home)} leads out of the root"
+                )
         if os.path.lexists(path):
             raise FileExistsError(f"{self.user.home} exists and is not a directory")
         # Built aside, then renamed: a killed run leaves no half-copied home
         # that a later run would take for a finished one.
-        tmp = os.path.join(parent, f".{base}.undistro-tmp")
+        tmp = os.path.join(parent, f".{base[:200]}.undistro-tmp")
         if os.path.lexists(tmp):
             shutil.rmtree(tmp)
         os.mkdir(tmp, 0o700)
