@@ -17,7 +17,14 @@ DEMO = Path(__file__).parent.parent / "examples" / "demo"
 
 def test_help_teaches_by_example(cli: RunCli) -> None:
     code, out, _ = cli("--help")
-    assert code == 0 and "undistro apply examples/demo --root" in out
+    assert code == 0
+    assert "as they land" not in out  # services and kegs have landed
+    assert "configuration manager" in out and "packager" in out  # what the tool is
+    assert "undistro plan  examples/demo --root /tmp/r" in out
+    assert "undistro agent examples/demo --root /tmp/r" in out
+    for heading in ("converge a machine on a policy:", "keep it converged:", "services:"):
+        assert f"\n{heading}\n" in out, heading
+    assert out.index("  apply ") < out.index("keep it converged:") < out.index("  agent ")
     for command in ("plan", "apply", "log", "why"):
         code, out, _ = cli(command, "--help")
         assert code == 0 and "examples:" in out, command
@@ -141,6 +148,23 @@ def test_each_command_module_declares_exactly_what_it_registers() -> None:
         sub = argparse.ArgumentParser().add_subparsers()
         module.register(sub)
         assert tuple(sub.choices) == module.COMMANDS, name
+
+
+def test_help_lists_every_command_once_under_a_heading(cli: RunCli) -> None:
+    from importlib import import_module
+
+    from undistro.cli import COMMAND_MODULES
+
+    _, out, _ = cli("--help")
+    listed = [
+        line.split()[0]
+        for line in out.splitlines()
+        if line.startswith("  ") and not line.startswith(("  -", "  undistro"))
+    ]
+    commands = {c for name in COMMAND_MODULES for c in import_module(name).COMMANDS}
+    assert sorted(listed) == sorted(commands)
+    code, out, _ = cli()
+    assert code == 2 and "keep it converged:" in out
 
 
 def test_help_of_every_command_is_reachable(cli: RunCli) -> None:
