@@ -176,3 +176,23 @@ def test_help_of_every_command_is_reachable(cli: RunCli) -> None:
         for command in import_module(name).COMMANDS:
             code, out, _ = cli(command, "--help")
             assert code == 0 and f"undistro {command}" in out, command
+
+
+def test_demo_ends_by_saying_what_to_try_next() -> None:
+    repo = DEMO.parent.parent
+    assert (repo / ".venv/bin/undistro").exists(), "make setup builds the venv the demo runs"
+    proc = subprocess.run(
+        ["bash", str(repo / "scripts/demo")], capture_output=True, text=True, timeout=120
+    )
+    tail = proc.stdout.splitlines()[-5:]
+    root = tail[0].split("The demo root is ", 1)[1].split(" ", 1)[0]
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert tail[0].endswith("Next, try:")
+        assert "README.md" in tail[1] and "A tour" in tail[1]
+        assert f"undistro agent examples/demo --root {root} --tag web" in tail[2]
+        assert "edit /tmp/my-policy/policy/base.toml" in tail[3]
+        assert f"undistro plan /tmp/my-policy --root {root} --tag web" in tail[4]
+    finally:
+        assert root.startswith("/tmp/undistro-demo.")
+        shutil.rmtree(root)
