@@ -184,8 +184,10 @@ def test_demo_ends_by_saying_what_to_try_next() -> None:
     proc = subprocess.run(
         ["bash", str(repo / "scripts/demo")], capture_output=True, text=True, timeout=120
     )
+    said = proc.stdout.split("The demo root is ", 1)
+    assert len(said) == 2, proc.stdout + proc.stderr
+    root = said[1].split(" ", 1)[0]
     tail = proc.stdout.splitlines()[-5:]
-    root = tail[0].split("The demo root is ", 1)[1].split(" ", 1)[0]
     try:
         assert proc.returncode == 0, proc.stderr
         assert tail[0].endswith("Next, try:")
