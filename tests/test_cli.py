@@ -198,3 +198,19 @@ def test_demo_ends_by_saying_what_to_try_next() -> None:
     finally:
         assert root.startswith("/tmp/undistro-demo.")
         shutil.rmtree(root)
+
+
+def test_a_command_builds_only_its_own_module_s_parsers() -> None:
+    """The start-up saving docs/core.md describes: --help builds every
+    sub-parser, a command only those of the module that registers it."""
+    import argparse
+
+    from undistro.cli import build_parser
+    from undistro.commands import core
+
+    def commands(parser: argparse.ArgumentParser) -> set[str]:
+        (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return set(sub.choices)
+
+    assert commands(build_parser("apply")) == set(core.COMMANDS)
+    assert commands(build_parser(None)) > set(core.COMMANDS) | {"agent", "keg"}
