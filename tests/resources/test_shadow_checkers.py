@@ -406,3 +406,25 @@ def test_home_killed_half_way_is_rebuilt(policy: PolicyDir, root: Path, cli: Run
     assert code == 0, out + err
     assert sorted(p.name for p in (root / "home/frank").iterdir()) == [".profile"]
     assert sorted(p.name for p in (root / "home").iterdir()) == ["frank"]
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        '[[user]]\nname = "eve"\nhome = "/home/e:0:0::/root:/bin/sh"\n',
+        '[[user]]\nname = "eve"\nshell = "/bin/sh\\nroot2::0:0::/:/bin/sh"\n',
+        '[[user]]\nname = "eve"\ngroups = ["users,root"]\n',
+        '[[group]]\nname = "g"\nmembers = ["a\\nevil:x:0:"]\n',
+    ],
+)
+def test_a_field_that_would_write_another_account_is_refused(
+    policy: PolicyDir, root: Path, cli: RunCli, table: str
+) -> None:
+    debian_root(root)
+    before = {p: p.read_bytes() for p in (root / "etc").iterdir() if p.is_file()}
+    policy.resources(table)
+    code, out, err = cli("apply", policy, "--root", root)
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("undistro: "), err
+    assert "must not contain ':' or newlines" in err or "not a valid user/group name" in err
+    assert {p: p.read_bytes() for p in (root / "etc").iterdir() if p.is_file()} == before

@@ -59,6 +59,7 @@ class Group(Resource):
             owner(self.name)
         except ValueError as exc:
             raise ValidationError("name", str(exc)) from None
+        check_names("members", self.values.get("members", ()))
 
     def watches(self) -> list[Watch]:
         return [Watch("path", "/etc/group"), Watch("path", "/etc/gshadow")]
@@ -131,6 +132,16 @@ def gshadow_in_step(group: list[str] | None, gshadow: list[str] | None) -> bool:
     if group is None:
         return gshadow is None
     return gshadow is not None and _accounts.members(group[3]) == _accounts.members(gshadow[3])
+
+
+def check_names(key: str, names: tuple[str, ...]) -> None:
+    """Members and groups are account names: a ',' ':' or newline in one
+    would write a member or a line the policy never declared."""
+    for name in names:
+        try:
+            owner(name)
+        except ValueError:
+            raise ValidationError(key, f"not a valid user/group name: {name[:80]!r}") from None
 
 
 def free_id(table: _accounts.Table, *, system: bool, prefer: int | None = None) -> int:

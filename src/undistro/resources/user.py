@@ -54,7 +54,7 @@ from undistro.resources._base import (
     string,
     string_list,
 )
-from undistro.resources.group import free_id
+from undistro.resources.group import check_names, free_id
 
 
 @dataclass(slots=True)
@@ -95,9 +95,12 @@ class User(Resource):
             owner(self.name)
         except ValueError as exc:
             raise ValidationError("name", str(exc)) from None
-        for key in ("comment", "password"):
+        # One ':' or newline in a field would write another account: a home
+        # "/h:0:0::/root:/bin/sh" or a shell ending "\nroot2::0:0::/:/bin/sh".
+        for key in ("comment", "password", "home", "shell"):
             if ":" in self.values.get(key, "") or "\n" in self.values.get(key, ""):
                 raise ValidationError(key, "must not contain ':' or newlines")
+        check_names("groups", self.values.get("groups", ()))
         if self.values.get("manage_home") and "home" not in self.values:
             raise ValidationError("manage_home", "needs home")
 
