@@ -428,3 +428,37 @@ def test_a_field_that_would_write_another_account_is_refused(
     assert len(err.splitlines()) == 1 and err.startswith("undistro: "), err
     assert "must not contain ':' or newlines" in err or "not a valid user/group name" in err
     assert {p: p.read_bytes() for p in (root / "etc").iterdir() if p.is_file()} == before
+
+
+def test_disk_full_mid_edit_then_freed_converges_clean(
+    policy: PolicyDir, tmp_path: Path, cli: RunCli
+) -> None:
+    """A full disk fails the accounts with one line each and leaves files
+    the next run, once space is back, turns into a pwck/grpck-clean set."""
+    if os.geteuid() != 0:
+        pytest.skip("machine limit: mounting a tmpfs needs root")
+    root = tmp_path / "small"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(root)], check=True)
+    try:
+        debian_root(root)
+        filler = root / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            with pytest.raises(OSError):
+                while True:
+                    os.write(fd, b"\0" * 4096)
+        finally:
+            os.close(fd)
+        policy.resources(ISSUE_POLICY)
+        state = ["--state-dir", str(tmp_path / "state")]
+        code, out, err = cli("apply", policy, "--root", root, *state)
+        assert code == 1 and "Traceback" not in out + err, out + err
+        assert "No space left on device" in out
+        filler.unlink()
+        code, out, err = cli("apply", policy, "--root", root, *state)
+        assert code == 0, out + err
+        assert check(root) == []
+        assert sorted(p.name for p in (root / "etc").glob("*undistro-tmp")) == []
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
