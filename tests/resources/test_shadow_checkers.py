@@ -462,3 +462,29 @@ def test_disk_full_mid_edit_then_freed_converges_clean(
         assert sorted(p.name for p in (root / "etc").glob("*undistro-tmp")) == []
     finally:
         subprocess.run(["umount", str(root)], check=True)
+
+
+def test_agent_repairs_a_removed_home_and_a_drifted_gshadow(tmp_path: Path) -> None:
+    """A timeline with a real agent: converged and clean; the home removed
+    and gshadow edited from outside; both repaired, clean again."""
+    from tests.agent.conftest import AgentProc, wait_until
+
+    root = tmp_path / "root"
+    root.mkdir()
+    debian_root(root)
+    policy = PolicyDir(tmp_path / "p")
+    policy.resources(ISSUE_POLICY)
+    agent = AgentProc(policy.path, root, tmp_path / "agent.log")
+    try:
+        agent.start()
+        home, gshadow = root / "home/alice", root / "etc/gshadow"
+        wait_until(home.is_dir, what="alice's home")
+        assert check(root) == []
+        shutil.rmtree(home)
+        wait_until(home.is_dir, what="alice's home re-made")
+        gshadow.write_text(gshadow.read_text().replace("web:!::alice", "web:!::"))
+        wait_until(lambda: "web:!::alice" in lines(gshadow), what="gshadow repaired")
+        assert check(root) == [], agent.log()
+        assert agent.terminate() == 0
+    finally:
+        agent.kill()
