@@ -192,8 +192,16 @@ def editing(root: str, *names: str) -> Iterator[list[Table]]:
     """
     with locked(root):
         tables = [read_table(root, name) for name in names]
-        yield tables
         by_name = {table.name: table for table in tables}
+        for pair in _SHADOW_OF.items():
+            opened = [by_name[n] for n in pair if n in by_name and by_name[n].exists]
+            if len(opened) == 2 and bool(opened[0].rows) != bool(opened[1].rows):
+                # An editor rewriting it in place (truncate, then write)
+                # without the lock: writing back what was read would lose
+                # every line; the writer's close is the next event.
+                blank = opened[0] if not opened[0].rows else opened[1]
+                raise OSError(f"/etc/{blank.name} is empty (being rewritten?): not edited")
+        yield tables
         for public, shadow in _SHADOW_OF.items():
             if public in by_name and shadow in by_name and not by_name[shadow].exists:
                 _convert(by_name[public], by_name[shadow])

@@ -488,3 +488,18 @@ def test_agent_repairs_a_removed_home_and_a_drifted_gshadow(tmp_path: Path) -> N
         assert agent.terminate() == 0
     finally:
         agent.kill()
+
+
+def test_a_shadow_file_caught_mid_rewrite_is_not_edited(
+    policy: PolicyDir, root: Path, cli: RunCli
+) -> None:
+    """An editor writing /etc/shadow in place has just truncated it: writing
+    back what was read would lock every account ('!') and lose its hashes."""
+    debian_root(root)
+    (root / "etc/shadow").write_text("")
+    before = (root / "etc/passwd").read_bytes()
+    policy.resources('[[user]]\nname = "alice"\n')
+    code, out, _ = cli("apply", policy, "--root", root)
+    assert code == 1 and "/etc/shadow is empty (being rewritten?): not edited" in out
+    assert (root / "etc/shadow").read_text() == ""
+    assert (root / "etc/passwd").read_bytes() == before
