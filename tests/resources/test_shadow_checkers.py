@@ -503,3 +503,19 @@ def test_a_shadow_file_caught_mid_rewrite_is_not_edited(
     assert code == 1 and "/etc/shadow is empty (being rewritten?): not edited" in out
     assert (root / "etc/shadow").read_text() == ""
     assert (root / "etc/passwd").read_bytes() == before
+
+
+def test_a_symlinked_skel_is_not_followed(
+    policy: PolicyDir, root: Path, cli: RunCli, tmp_path: Path
+) -> None:
+    debian_root(root)
+    outside = tmp_path / "host-skel"
+    outside.mkdir()
+    (outside / ".host-only").write_text("x")
+    (root / "etc/skel").symlink_to(outside)
+    policy.resources('[[user]]\nname = "gina"\n')
+    code, out, err = cli("apply", policy, "--root", root)
+    assert code == 0, out + err
+    assert list((root / "home/gina").iterdir()) == []
+    _, out, _ = cli("log", "--root", root, "--output")
+    assert "/etc/skel is not a directory (a symlink?): home left empty" in out

@@ -348,31 +348,32 @@ class MakeHome(Action):
             shutil.rmtree(tmp)
         os.mkdir(tmp, 0o700)
         try:
-            _copy_skel(ctx.path("/etc/skel"), tmp, uid, gid)
+            note = _copy_skel(ctx.path("/etc/skel"), tmp, uid, gid)
             os.chown(tmp, uid, gid, follow_symlinks=False)
             os.chmod(tmp, self.mode)
             os.rename(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return None
+        return note
 
 
-def _copy_skel(skel: str, dest: str, uid: int, gid: int) -> None:
+def _copy_skel(skel: str, dest: str, uid: int, gid: int) -> str | None:
     """Copy the skeleton into a new home, never following a symlink: each
     entry is opened with O_NOFOLLOW relative to its opened parent, links are
     re-created as links, anything but files, directories and links is
-    skipped."""
+    skipped. Returns a note for the journal when the skeleton is not used."""
     try:
         fd = os.open(skel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    except OSError as exc:  # ELOOP: the skeleton itself is a symlink
-        raise OSError(f"{skel}: not copied ({exc.strerror})") from None
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:  # also what O_NOFOLLOW says of a symlink
+        return "/etc/skel is not a directory (a symlink?): home left empty"
     try:
         _copy_dir(fd, dest, uid, gid)
     finally:
         os.close(fd)
+    return None
 
 
 def _copy_dir(src: int, dest: str, uid: int, gid: int) -> None:
