@@ -519,3 +519,22 @@ def test_a_symlinked_skel_is_not_followed(
     assert list((root / "home/gina").iterdir()) == []
     _, out, _ = cli("log", "--root", root, "--output")
     assert "/etc/skel is not a directory (a symlink?): home left empty" in out
+
+
+def test_an_existing_home_is_left_alone_and_a_nested_skel_is_bounded(
+    policy: PolicyDir, root: Path, cli: RunCli
+) -> None:
+    debian_root(root)
+    (root / "home/hana").mkdir(parents=True)
+    (root / "home/hana/notes").write_text("mine\n")
+    deep = root / "etc/skel"
+    for _ in range(40):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    policy.resources('[[user]]\nname = "hana"\n[[user]]\nname = "ian"\n')
+    code, out, _ = cli("apply", policy, "--root", root)
+    assert code == 1
+    assert "create home /home/hana" not in out
+    assert (root / "home/hana/notes").read_text() == "mine\n"
+    assert "/etc/skel nests deeper than 32 directories: not copied" in out
+    assert sorted(p.name for p in (root / "home").iterdir()) == ["hana"]  # no temp left

@@ -159,7 +159,7 @@ class User(Resource):
             own.add(self.name)
         missing = {g for g in own if groups.get(g) is not None and gshadow.get(g) is None}
         home = self.values.get("home") or (passwd[5] if passwd else self.home)
-        home_exists = passwd is not None and os.path.isdir(ctx.path(home))
+        home_exists = os.path.isdir(ctx.path(home))
         return UserState(
             passwd,
             shadow,
@@ -339,12 +339,16 @@ class MakeHome(Action):
                 raise PermissionError(
                     f"refuse: {os.path.dirname(self.user.home)} leads out of the root"
                 )
+        if os.path.isdir(path):  # made since the probe: left as it is
+            return None
         if os.path.lexists(path):
             raise FileExistsError(f"{self.user.home} exists and is not a directory")
         # Built aside, then renamed: a killed run leaves no half-copied home
         # that a later run would take for a finished one.
         tmp = os.path.join(parent, f".{base[:200]}.undistro-tmp")
-        if os.path.lexists(tmp):
+        if os.path.islink(tmp) or os.path.isfile(tmp):
+            os.unlink(tmp)
+        elif os.path.lexists(tmp):
             shutil.rmtree(tmp)
         os.mkdir(tmp, 0o700)
         try:
@@ -376,7 +380,14 @@ def _copy_skel(skel: str, dest: str, uid: int, gid: int) -> str | None:
     return None
 
 
-def _copy_dir(src: int, dest: str, uid: int, gid: int) -> None:
+# Deeper than any real skeleton; a bound keeps a hostile one from using up
+# the recursion limit and one open descriptor per level.
+_SKEL_DEPTH = 32
+
+
+def _copy_dir(src: int, dest: str, uid: int, gid: int, depth: int = 0) -> None:
+    if depth > _SKEL_DEPTH:
+        raise OSError(f"/etc/skel nests deeper than {_SKEL_DEPTH} directories: not copied")
     for name in os.listdir(src):
         st = os.stat(name, dir_fd=src, follow_symlinks=False)
         target = os.path.join(dest, name)
@@ -386,7 +397,7 @@ def _copy_dir(src: int, dest: str, uid: int, gid: int) -> None:
             sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=src)
             try:
                 os.mkdir(target, 0o700)
-                _copy_dir(sub, target, uid, gid)
+                _copy_dir(sub, target, uid, gid, depth + 1)
             finally:
                 os.close(sub)
         elif stat.S_ISREG(st.st_mode):
