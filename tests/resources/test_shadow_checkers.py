@@ -538,3 +538,35 @@ def test_an_existing_home_is_left_alone_and_a_nested_skel_is_bounded(
     assert (root / "home/hana/notes").read_text() == "mine\n"
     assert "/etc/skel nests deeper than 32 directories: not copied" in out
     assert sorted(p.name for p in (root / "home").iterdir()) == ["hana"]  # no temp left
+
+
+def test_kill_9_at_any_moment_then_apply_is_clean(policy: PolicyDir, tmp_path: Path) -> None:
+    """SIGKILL an apply of 40 users and 10 groups at staggered moments; the
+    files are each old or new, and the next apply makes them checker-clean."""
+    exe = shutil.which("undistro", path=os.path.dirname(sys.executable))
+    assert exe is not None
+    tables = [f'[[group]]\nname = "g{i}"\n' for i in range(10)]
+    tables += [
+        f'[[user]]\nname = "u{i}"\ngroups = ["g{i % 10}", "g{(i + 3) % 10}"]\n' for i in range(40)
+    ]
+    policy.resources("\n".join(tables))
+    kills = 0
+    for n, delay in enumerate((0.2, 0.5, 0.9)):
+        root = tmp_path / f"root{n}"
+        root.mkdir()
+        debian_root(root)
+        argv = [exe, "apply", str(policy), "--root", str(root), "-q"]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(delay)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, 9)
+            proc.wait(10)
+            kills += 1
+        for name in ("passwd", "group", "shadow", "gshadow"):
+            text = (root / "etc" / name).read_text()
+            assert text.endswith("\n") and text.startswith("root:"), name  # never torn
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert check(root) == [], n
+    assert kills >= 2, "the apply finished before most kills: raise the policy's size"
