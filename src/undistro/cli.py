@@ -81,8 +81,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         title = TITLES.get(module.__name__, "more commands")
         for action in sub._choices_actions[before:]:
             groups.setdefault(title, []).append((action.dest, action.help or ""))
+    width = max((len(name) for commands in groups.values() for name, _ in commands), default=0)
     parser.description = DESCRIPTION + "".join(
-        f"\n{title}:\n" + "".join(f"  {name:<10}{text}\n" for name, text in commands)
+        f"\n{title}:\n" + "".join(f"  {name:<{width}}  {text}\n" for name, text in commands)
         for title, commands in groups.items()
     )
     return parser
