@@ -578,3 +578,25 @@ def test_kill_9_at_any_moment_then_apply_is_clean(policy: PolicyDir, tmp_path: P
         assert done.returncode == 0, done.stdout + done.stderr
         assert check(root) == [], n
     assert kills >= 1, "every apply finished before its kill"
+
+
+def test_read_only_root_fails_accounts_with_one_line(
+    policy: PolicyDir, tmp_path: Path, cli: RunCli
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("machine limit: mounting a tmpfs needs root")
+    root = tmp_path / "ro"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(root)], check=True)
+    try:
+        debian_root(root)
+        before = {p.name: p.read_bytes() for p in (root / "etc").iterdir() if p.is_file()}
+        subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)
+        policy.resources(ISSUE_POLICY)
+        code, out, err = cli("apply", policy, "--root", root, "--state-dir", tmp_path / "s")
+        assert code == 1 and "Traceback" not in out + err, out + err
+        assert "Read-only file system" in out
+        after = {p.name: p.read_bytes() for p in (root / "etc").iterdir() if p.is_file()}
+        assert after == before
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
