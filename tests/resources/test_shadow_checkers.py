@@ -600,3 +600,27 @@ def test_read_only_root_fails_accounts_with_one_line(
         assert after == before
     finally:
         subprocess.run(["umount", str(root)], check=True)
+
+
+def test_two_applies_at_once_lose_no_account(tmp_path: Path) -> None:
+    """Each edit re-reads the files under the shadow lock: two one-shot
+    applies of different accounts on one root both land, with distinct ids."""
+    exe = shutil.which("undistro", path=os.path.dirname(sys.executable))
+    assert exe is not None
+    root = tmp_path / "root"
+    root.mkdir()
+    debian_root(root)
+    procs = []
+    for side in ("a", "b"):
+        policy = PolicyDir(tmp_path / side)
+        policy.resources("\n".join(f'[[user]]\nname = "{side}{i}"\n' for i in range(15)))
+        argv = [exe, "apply", str(policy), "--root", str(root), "-q"]
+        argv += ["--state-dir", str(tmp_path / f"state-{side}")]
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    users = [line.split(":") for line in lines(root / "etc/passwd")]
+    made = {u[0]: u[2] for u in users if u[0][0] in "ab" and u[0][1:].isdigit()}
+    assert len(made) == 30 and len(set(made.values())) == 30
+    assert check(root) == []
