@@ -17,7 +17,14 @@ DEMO = Path(__file__).parent.parent / "examples" / "demo"
 
 def test_help_teaches_by_example(cli: RunCli) -> None:
     code, out, _ = cli("--help")
-    assert code == 0 and "undistro apply examples/demo --root" in out
+    assert code == 0
+    assert "as they land" not in out  # services and kegs have landed
+    assert "configuration manager" in out and "packager" in out  # what the tool is
+    assert "undistro plan  examples/demo --root /tmp/r" in out
+    assert "undistro agent examples/demo --root /tmp/r" in out
+    for heading in ("converge a machine on a policy:", "keep it converged:", "services:"):
+        assert f"\n{heading}\n" in out, heading
+    assert out.index("  apply ") < out.index("keep it converged:") < out.index("  agent ")
     for command in ("plan", "apply", "log", "why"):
         code, out, _ = cli(command, "--help")
         assert code == 0 and "examples:" in out, command
@@ -143,6 +150,23 @@ def test_each_command_module_declares_exactly_what_it_registers() -> None:
         assert tuple(sub.choices) == module.COMMANDS, name
 
 
+def test_help_lists_every_command_once_under_a_heading(cli: RunCli) -> None:
+    from importlib import import_module
+
+    from undistro.cli import COMMAND_MODULES
+
+    _, out, _ = cli("--help")
+    listed = [
+        line.split()[0]
+        for line in out.splitlines()
+        if line.startswith("  ") and not line.startswith(("  -", "  undistro"))
+    ]
+    commands = {c for name in COMMAND_MODULES for c in import_module(name).COMMANDS}
+    assert sorted(listed) == sorted(commands)
+    code, out, _ = cli()
+    assert code == 2 and "keep it converged:" in out
+
+
 def test_help_of_every_command_is_reachable(cli: RunCli) -> None:
     from importlib import import_module
 
@@ -152,3 +176,41 @@ def test_help_of_every_command_is_reachable(cli: RunCli) -> None:
         for command in import_module(name).COMMANDS:
             code, out, _ = cli(command, "--help")
             assert code == 0 and f"undistro {command}" in out, command
+
+
+def test_demo_ends_by_saying_what_to_try_next() -> None:
+    repo = DEMO.parent.parent
+    assert (repo / ".venv/bin/undistro").exists(), "make setup builds the venv the demo runs"
+    proc = subprocess.run(
+        ["bash", str(repo / "scripts/demo")], capture_output=True, text=True, timeout=120
+    )
+    said = proc.stdout.split("The demo root is ", 1)
+    assert len(said) == 2, proc.stdout + proc.stderr
+    root = said[1].split(" ", 1)[0]
+    tail = proc.stdout.splitlines()[-5:]
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert tail[0].endswith("Next, try:")
+        assert "README.md" in tail[1] and "A tour" in tail[1]
+        assert f"undistro agent examples/demo --root {root} --tag web" in tail[2]
+        assert "edit /tmp/my-policy/policy/base.toml" in tail[3]
+        assert f"undistro plan /tmp/my-policy --root {root} --tag web" in tail[4]
+    finally:
+        assert root.startswith("/tmp/undistro-demo.")
+        shutil.rmtree(root)
+
+
+def test_a_command_builds_only_its_own_module_s_parsers() -> None:
+    """The start-up saving docs/core.md describes: --help builds every
+    sub-parser, a command only those of the module that registers it."""
+    import argparse
+
+    from undistro.cli import build_parser
+    from undistro.commands import core
+
+    def commands(parser: argparse.ArgumentParser) -> set[str]:
+        (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return set(sub.choices)
+
+    assert commands(build_parser("apply")) == set(core.COMMANDS)
+    assert commands(build_parser(None)) > set(core.COMMANDS) | {"agent", "keg"}

@@ -23,18 +23,34 @@ COMMAND_MODULES = [
 ]
 
 DESCRIPTION = """\
-undistro converges a machine on a declarative policy: files, directories,
-links, users, groups and commands (and, as they land, services and kegs).
+undistro is one lean agent per machine: its configuration manager, its
+service supervisor and its packager. A policy -- a directory of TOML
+resources (files, users, services, kegs, ...) and templates -- says what must
+be true; undistro validates all of it, changes only what differs, writes
+atomically, journals who changed what and why, and with 'undistro agent'
+keeps it true by repairing drift as events report it. The commands that
+touch a machine take --root DIR to work on a scratch root instead.
+"""
 
-  undistro plan  examples/demo --root /tmp/r    show what would change
-  undistro apply examples/demo --root /tmp/r    make it so, atomically
-  undistro log   --root /tmp/r                  who changed what, when, why
-  undistro why   /etc/motd --root /tmp/r        which resource owns a path
+EPILOG = """\
+examples:
+  undistro plan  examples/demo --root /tmp/r   show what would change, with diffs
+  undistro agent examples/demo --root /tmp/r   converge, then repair every drift as it happens
 
 Run 'undistro COMMAND --help' for each command's options and examples.
 Exit status: 0 all promises kept or repaired, 1 a promise failed,
 2 the policy or the command line is invalid (nothing was changed).
 """
+
+# The headings of the top-level help, by the module that registers the
+# commands. A module not named here lands under "more commands".
+TITLES = {
+    "undistro.commands.core": "converge a machine on a policy",
+    "undistro.commands.agent": "keep it converged",
+    "undistro.commands.services": "services",
+    "undistro.commands.kegs": "software: kegs and generations",
+    "undistro.commands.gen": "software: kegs and generations",
+}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -46,15 +62,30 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="undistro",
+        usage="undistro [--version] COMMAND [ARGS...]",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # The flat list argparse would print is replaced by the grouped one.
+    sub = parser.add_subparsers(
+        prog="undistro", dest="command", metavar="COMMAND", help=argparse.SUPPRESS
+    )
     modules = [import_module(name) for name in COMMAND_MODULES]
     chosen = [m for m in modules if command in m.COMMANDS] or modules
+    groups: dict[str, list[tuple[str, str]]] = {}
     for module in chosen:
+        before = len(sub._choices_actions)
         module.register(sub)
+        title = TITLES.get(module.__name__, "more commands")
+        for action in sub._choices_actions[before:]:
+            groups.setdefault(title, []).append((action.dest, action.help or ""))
+    width = max((len(name) for commands in groups.values() for name, _ in commands), default=0)
+    parser.description = DESCRIPTION + "".join(
+        f"\n{title}:\n" + "".join(f"  {name:<{width}}  {text}\n" for name, text in commands)
+        for title, commands in groups.items()
+    )
     return parser
 
 

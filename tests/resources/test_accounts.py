@@ -122,3 +122,31 @@ def test_file_owned_by_a_user_of_the_same_policy(policy: PolicyDir, root: Path) 
     assert list(summary.results) == ["user:app", "file:/srv/app.conf"]
     st = (root / "srv/app.conf").stat()
     assert (st.st_uid, st.st_gid) == (1200, 1200)
+
+
+def test_group_plan_repairs_gshadow_alone() -> None:
+    from undistro.resources.group import Group, GroupState
+
+    group = Group.from_table({"name": "web"})
+    row = ["web", "x", "1000", "alice"]
+    assert group.plan(GroupState(row, ["web", "!", "", "alice"])) == []
+    for gshadow in (None, ["web", "!", "", ""], ["web", "!", "", "alice,bob"]):
+        (action,) = group.plan(GroupState(row, gshadow))
+        assert action.summary == "gshadow entry in step with /etc/group"
+    absent = Group.from_table({"name": "web", "ensure": "absent"})
+    assert absent.plan(GroupState(None, None)) == []
+    assert [a.summary for a in absent.plan(GroupState(None, ["web", "!", "", ""]))] == [
+        "delete group"
+    ]
+
+
+def test_user_plan_home_defaults() -> None:
+    from undistro.resources.user import User
+
+    def makes(**table: object) -> bool:
+        return User.from_table({"name": "u", **table}).makes_home
+
+    assert makes(home="/home/u") and makes() and makes(system=True, home="/var/lib/u")
+    assert not makes(system=True)
+    assert not makes(home="/home/u", manage_home=False)
+    assert not makes(home="/nonexistent")

@@ -1,4 +1,4 @@
-"""``[[group]]``: a local group in /etc/group (and /etc/gshadow if present).
+"""``[[group]]``: a local group in /etc/group and /etc/gshadow.
 
 Example::
 
@@ -9,7 +9,10 @@ Example::
     members = ["alice"]   # optional: exactly these supplementary members
 
 Edits are made under the shadow tools' lock and replace each file
-atomically; see ``undistro._accounts`` for why not groupadd.
+atomically; see ``undistro._accounts`` for why not groupadd. The group's
+gshadow line is part of the promise: it exists and lists the same members
+as /etc/group (its password and administrators are left alone), so that
+``grpck -r`` stays quiet.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from undistro.resources._base import (
 @dataclass(slots=True)
 class GroupState:
     row: list[str] | None  # name, password, gid, members
+    gshadow: list[str] | None = None  # name, password, admins, members
 
 
 class Group(Resource):
@@ -55,17 +59,23 @@ class Group(Resource):
             owner(self.name)
         except ValueError as exc:
             raise ValidationError("name", str(exc)) from None
+        check_names("members", self.values.get("members", ()))
 
     def watches(self) -> list[Watch]:
         return [Watch("path", "/etc/group"), Watch("path", "/etc/gshadow")]
 
     def probe(self, ctx: Context) -> GroupState:
-        return GroupState(_accounts.read_table(ctx.root, "group").get(self.name))
+        return GroupState(
+            _accounts.read_table(ctx.root, "group").get(self.name),
+            _accounts.read_table(ctx.root, "gshadow").get(self.name),
+        )
 
     def plan(self, state: GroupState) -> list[Action]:
         present = self.values["ensure"] == "present"
         if not present:
-            return [] if state.row is None else [EditGroup(self, "delete group")]
+            if state.row is None and state.gshadow is None:
+                return []
+            return [EditGroup(self, "delete group")]
         if state.row is None:
             gid = self.values.get("gid", "auto")
             return [EditGroup(self, f"create group (gid {gid})")]
@@ -78,6 +88,8 @@ class Group(Resource):
                 changes.append(
                     f"members {','.join(have) or '-'} -> {','.join(self.values['members']) or '-'}"
                 )
+        if not changes and not gshadow_in_step(state.row, state.gshadow):
+            changes.append("gshadow entry in step with /etc/group")
         return [EditGroup(self, "; ".join(changes))] if changes else []
 
     def describe(self, state: Any) -> str | None:
@@ -91,6 +103,8 @@ class EditGroup(Action):
 
     def execute(self, ctx: Context) -> str | None:
         values, name = self.group.values, self.group.name
+        # gshadow second: a crash between the writes leaves a line the
+        # next run completes, never a gshadow group /etc/group lacks.
         with _accounts.editing(ctx.root, "group", "gshadow") as (groups, gshadow):
             if values["ensure"] == "absent":
                 groups.remove(name)
@@ -107,11 +121,27 @@ class EditGroup(Action):
                 if "members" in values:
                     row[3] = ",".join(values["members"])
                 groups.put(row)
-                if gshadow.exists:
-                    old = gshadow.get(name) or [name, "!", "", ""]
-                    gshadow.put([old[0], old[1], old[2], row[3]])
+                _accounts.gshadow_row(gshadow, row)
         ctx.accounts_changed()
         return None
+
+
+def gshadow_in_step(group: list[str] | None, gshadow: list[str] | None) -> bool:
+    """What grpck checks of one group: its gshadow line exists and names
+    the same members."""
+    if group is None:
+        return gshadow is None
+    return gshadow is not None and _accounts.members(group[3]) == _accounts.members(gshadow[3])
+
+
+def check_names(key: str, names: tuple[str, ...]) -> None:
+    """Members and groups are account names: a ',' ':' or newline in one
+    would write a member or a line the policy never declared."""
+    for name in names:
+        try:
+            owner(name)
+        except ValueError:
+            raise ValidationError(key, f"not a valid user/group name: {name[:80]!r}") from None
 
 
 def free_id(table: _accounts.Table, *, system: bool, prefer: int | None = None) -> int:

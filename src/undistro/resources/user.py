@@ -5,21 +5,36 @@ Example::
     [[user]]
     name = "app"
     system = true
-    home = "/var/lib/app"
-    manage_home = true
+    home = "/var/lib/app"       # created if missing (manage_home = false: never)
     shell = "/usr/sbin/nologin"
     groups = ["www"]            # supplementary groups, exactly these
 
 Without ``group``, the user gets a private group of its own name (what
 useradd does with USERGROUPS_ENAB). ``password`` takes a crypt(3) hash and is
 never printed. Edits take the shadow tools' lock and replace each file
-atomically; see ``undistro._accounts`` for why not useradd.
+atomically; see ``undistro._accounts`` for why not useradd. The promise
+covers what ``pwck -r`` and ``grpck -r`` check: a shadow line, the private
+group's gshadow line, memberships listed alike in /etc/group and
+/etc/gshadow, and a home that exists.
+
+The home is created when missing unless ``manage_home = false``: for every
+user with a ``home``, and for a non-system one without (its default
+/home/NAME); not for a system user without ``home`` (as ``useradd -r``;
+pwck does not look for system users' homes), not for ``/nonexistent``, and
+not where another resource of the policy manages that path. It is built
+aside and renamed into place: mode login.defs' HOME_MODE, else 0700; a copy
+of the root's /etc/skel (symlinks copied as links, never followed; only
+regular files, directories and links); owned by the user and its primary
+group. An existing home is never touched, nor removed with the user.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import time
+import shutil
+import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -39,7 +54,7 @@ from undistro.resources._base import (
     string,
     string_list,
 )
-from undistro.resources.group import free_id
+from undistro.resources.group import check_names, free_id
 
 
 @dataclass(slots=True)
@@ -48,7 +63,10 @@ class UserState:
     shadow: list[str] | None
     groups: set[str] = field(default_factory=set)  # supplementary memberships
     primary: str | None = None  # name of the primary group, if it exists
-    home_exists: bool = False
+    home_exists: bool = False  # the home the policy wants
+    gshadow_groups: set[str] = field(default_factory=set)  # memberships in gshadow
+    missing_gshadow: set[str] = field(default_factory=set)  # own groups without a line
+    home_mode: int = 0o700
 
 
 class User(Resource):
@@ -67,21 +85,23 @@ class User(Resource):
         "system": boolean,
         "manage_home": boolean,
     }
-    defaults: ClassVar[dict[str, Any]] = {
-        "ensure": "present",
-        "system": False,
-        "manage_home": False,
-    }
+    defaults: ClassVar[dict[str, Any]] = {"ensure": "present", "system": False}
+
+    # The shadow suite's "this account has no home" (login.defs NONEXISTENT).
+    NO_HOME: ClassVar[str] = "/nonexistent"
 
     def validate(self) -> None:
         try:
             owner(self.name)
         except ValueError as exc:
             raise ValidationError("name", str(exc)) from None
-        for key in ("comment", "password"):
+        # One ':' or newline in a field would write another account: a home
+        # "/h:0:0::/root:/bin/sh" or a shell ending "\nroot2::0:0::/:/bin/sh".
+        for key in ("comment", "password", "home", "shell"):
             if ":" in self.values.get(key, "") or "\n" in self.values.get(key, ""):
                 raise ValidationError(key, "must not contain ':' or newlines")
-        if self.values["manage_home"] and "home" not in self.values:
+        check_names("groups", self.values.get("groups", ()))
+        if self.values.get("manage_home") and "home" not in self.values:
             raise ValidationError("manage_home", "needs home")
 
     @property
@@ -94,33 +114,69 @@ class User(Resource):
             groups.append(self.values["group"])
         return tuple(f"group:{g}" for g in groups)
 
+    @property
+    def makes_home(self) -> bool:
+        """Whether the promise includes a home that exists (see above)."""
+        v = self.values
+        if self.home == self.NO_HOME:
+            return False
+        return bool(v.get("manage_home", "home" in v or not v["system"]))
+
     def managed_paths(self) -> tuple[str, ...]:
-        return (self.home,) if self.values["manage_home"] else ()
+        # Only an explicit manage_home claims the path: a home made by
+        # default yields to a [[directory]] of the same path.
+        return (self.home,) if self.values.get("manage_home") else ()
+
+    def bind(self, managed: Mapping[str, str], resources: Mapping[str, Resource]) -> None:
+        if "manage_home" not in self.values and self.home in managed:
+            self.values["manage_home"] = False
 
     def watches(self) -> list[Watch]:
-        return [
+        watches = [
             Watch("path", "/etc/passwd"),
             Watch("path", "/etc/shadow"),
             Watch("path", "/etc/group"),
+            Watch("path", "/etc/gshadow"),
         ]
+        if self.makes_home:
+            watches.append(Watch("path", self.home))
+        return watches
 
     def probe(self, ctx: Context) -> UserState:
         passwd = _accounts.read_table(ctx.root, "passwd").get(self.name)
         shadow = _accounts.read_table(ctx.root, "shadow").get(self.name)
         groups = _accounts.read_table(ctx.root, "group")
-        member_of = {r[0] for r in groups.rows if self.name in r[3].split(",")}
+        gshadow = _accounts.read_table(ctx.root, "gshadow")
+        member_of = {r[0] for r in groups.rows if self.name in _accounts.members(r[3])}
+        in_gshadow = {r[0] for r in gshadow.rows if self.name in _accounts.members(r[3])}
         primary = None
         if passwd is not None:
             primary = next((r[0] for r in groups.rows if r[2] == passwd[3]), None)
-        home_exists = passwd is not None and os.path.isdir(
-            ctx.path(passwd[5]) if passwd[5] != "/" else ctx.root
+        # Groups whose gshadow line this user's edits write: the private
+        # group and the supplementary ones it lists.
+        own = set(self.values.get("groups", ()))
+        if "group" not in self.values and groups.get(self.name) is not None:
+            own.add(self.name)
+        missing = {g for g in own if groups.get(g) is not None and gshadow.get(g) is None}
+        home = self.values.get("home") or (passwd[5] if passwd else self.home)
+        home_exists = os.path.isdir(ctx.path(home))
+        return UserState(
+            passwd,
+            shadow,
+            member_of,
+            primary,
+            home_exists,
+            in_gshadow,
+            missing,
+            _home_mode(_accounts.login_defs(ctx.root)),
         )
-        return UserState(passwd, shadow, member_of, primary, home_exists)
 
     def plan(self, state: UserState) -> list[Action]:
         v = self.values
         if v["ensure"] == "absent":
-            return [] if state.passwd is None else [EditUser(self, "delete user")]
+            if state.passwd is None and not (state.groups | state.gshadow_groups):
+                return []
+            return [EditUser(self, "delete user")]
         actions: list[Action] = []
         if state.passwd is None:
             actions.append(EditUser(self, f"create user (uid {v.get('uid', 'auto')})"))
@@ -138,10 +194,17 @@ class User(Resource):
                 changes.append(f"groups {have or '-'} -> {want or '-'}")
             if "password" in v and (state.shadow is None or state.shadow[1] != v["password"]):
                 changes.append("password (hidden)")
+            if not changes:
+                if state.shadow is None:
+                    changes.append("shadow entry")
+                if state.missing_gshadow or (
+                    "groups" in v and state.gshadow_groups != set(v["groups"])
+                ):
+                    changes.append("gshadow entries in step with /etc/group")
             if changes:
                 actions.append(EditUser(self, "; ".join(changes)))
-        if v["manage_home"] and not state.home_exists:
-            actions.append(MakeHome(self))
+        if self.makes_home and not state.home_exists:
+            actions.append(MakeHome(self, state.home_mode))
         return actions
 
     def describe(self, state: Any) -> str | None:
@@ -157,19 +220,26 @@ class EditUser(Action):
         v, name = self.user.values, self.user.name
         # group first: a crash between writes must not leave passwd naming
         # a group that does not exist yet.
-        with _accounts.editing(ctx.root, "group", "passwd", "shadow") as (groups, passwd, shadow):
+        with _accounts.editing(ctx.root, "group", "gshadow", "passwd", "shadow") as tables:
+            groups, gshadow, passwd, shadow = tables
             if v["ensure"] == "absent":
                 passwd.remove(name)
                 shadow.remove(name)
                 for row in groups.rows:
-                    row[3] = ",".join(m for m in row[3].split(",") if m and m != name)
+                    row[3] = _without(row[3], name)
+                for row in gshadow.rows:  # as userdel: an administrator too
+                    row[2], row[3] = _without(row[2], name), _without(row[3], name)
             else:
-                self._converge(passwd, shadow, groups)
+                self._converge(passwd, shadow, groups, gshadow)
         ctx.accounts_changed()
         return None
 
     def _converge(
-        self, passwd: _accounts.Table, shadow: _accounts.Table, groups: _accounts.Table
+        self,
+        passwd: _accounts.Table,
+        shadow: _accounts.Table,
+        groups: _accounts.Table,
+        gshadow: _accounts.Table,
     ) -> None:
         v, name = self.user.values, self.user.name
         row = passwd.get(name)
@@ -194,6 +264,8 @@ class EditUser(Action):
             if own is None:
                 own = [name, "x", str(free_id(groups, system=v["system"], prefer=int(row[2]))), ""]
                 groups.put(own)
+            if gshadow.get(name) is None:
+                _accounts.gshadow_row(gshadow, own)
             row[3] = own[2]
         elif isinstance(group, int):
             row[3] = str(group)
@@ -206,9 +278,7 @@ class EditUser(Action):
             if key in v:
                 row[index] = str(v[key])
         passwd.put(row)
-        old = shadow.get(name)
-        days = str(int(time.time() // 86400))
-        srow = old or [name, "!", days, "0", "99999", "7", "", "", ""]
+        srow = shadow.get(name) or _accounts.shadow_row(name)
         if "password" in v:
             srow[1] = v["password"]
         shadow.put(srow)
@@ -218,22 +288,131 @@ class EditUser(Action):
             if missing:
                 raise OSError(f"supplementary group(s) do not exist: {', '.join(sorted(missing))}")
             for grow in groups.rows:
-                members = [m for m in grow[3].split(",") if m and m != name]
+                grow[3] = _without(grow[3], name)
                 if grow[0] in wanted:
-                    members.append(name)
-                grow[3] = ",".join(members)
+                    grow[3] = f"{grow[3]},{name}" if grow[3] else name
+            # gshadow: this user's membership alike; a group without a line
+            # gets one whole, from /etc/group.
+            for grow in groups.rows:
+                line = gshadow.get(grow[0])
+                if line is None:
+                    if grow[0] in wanted:
+                        _accounts.gshadow_row(gshadow, grow)
+                    continue
+                line[3] = _without(line[3], name)
+                if grow[0] in wanted:
+                    line[3] = f"{line[3]},{name}" if line[3] else name
+
+
+def _without(field: str, name: str) -> str:
+    return ",".join(m for m in field.split(",") if m and m != name)
+
+
+def _home_mode(defs: Mapping[str, str]) -> int:
+    """login.defs' HOME_MODE where it sets one, else 0700.
+
+    useradd falls back to ~UMASK (0755 on Debian); Debian's own adduser
+    moved to 0700 in bookworm, and a home others can read is the weaker
+    default to pick for a person who did not choose."""
+    with contextlib.suppress(KeyError, ValueError):
+        return int(defs["HOME_MODE"], 8) & 0o7777
+    return 0o700
 
 
 class MakeHome(Action):
-    def __init__(self, user: User) -> None:
+    def __init__(self, user: User, mode: int) -> None:
         self.user = user
-        self.summary = f"create home {user.home} (mode 0700)"
+        self.mode = mode
+        self.summary = f"create home {user.home} (mode {mode:04o})"
 
     def execute(self, ctx: Context) -> str | None:
+        row = _accounts.read_table(ctx.root, "passwd").get(self.user.name)
+        if row is None or not (row[2].isdigit() and row[3].isdigit()):
+            raise OSError(f"no usable /etc/passwd line for {self.user.name}")
+        uid, gid = int(row[2]), int(row[3])
         path = ctx.path(self.user.home)
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        ctx.accounts_changed()
-        os.chown(
-            path, ctx.uid(self.user.name), ctx.gid(self.user.values.get("group", self.user.name))
-        )
+        parent, base = os.path.split(path)
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+        if ctx.root != "/":
+            inside = os.path.realpath(ctx.root)
+            if os.path.commonpath([inside, os.path.realpath(parent)]) != inside:
+                raise PermissionError(
+                    f"refuse: {os.path.dirname(self.user.home)} leads out of the root"
+                )
+        if os.path.isdir(path):  # made since the probe: left as it is
+            return None
+        if os.path.lexists(path):
+            raise FileExistsError(f"{self.user.home} exists and is not a directory")
+        # Built aside, then renamed: a killed run leaves no half-copied home
+        # that a later run would take for a finished one.
+        tmp = os.path.join(parent, f".{base[:200]}.undistro-tmp")
+        if os.path.islink(tmp) or os.path.isfile(tmp):
+            os.unlink(tmp)
+        elif os.path.lexists(tmp):
+            shutil.rmtree(tmp)
+        os.mkdir(tmp, 0o700)
+        try:
+            note = _copy_skel(ctx.path("/etc/skel"), tmp, uid, gid)
+            os.chown(tmp, uid, gid, follow_symlinks=False)
+            os.chmod(tmp, self.mode)
+            os.rename(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return note
+
+
+def _copy_skel(skel: str, dest: str, uid: int, gid: int) -> str | None:
+    """Copy the skeleton into a new home, never following a symlink: each
+    entry is opened with O_NOFOLLOW relative to its opened parent, links are
+    re-created as links, anything but files, directories and links is
+    skipped. Returns a note for the journal when the skeleton is not used."""
+    try:
+        fd = os.open(skel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
         return None
+    except NotADirectoryError:  # also what O_NOFOLLOW says of a symlink
+        return "/etc/skel is not a directory (a symlink?): home left empty"
+    try:
+        _copy_dir(fd, dest, uid, gid)
+    finally:
+        os.close(fd)
+    return None
+
+
+# Deeper than any real skeleton; a bound keeps a hostile one from using up
+# the recursion limit and one open descriptor per level.
+_SKEL_DEPTH = 32
+
+
+def _copy_dir(src: int, dest: str, uid: int, gid: int, depth: int = 0) -> None:
+    if depth > _SKEL_DEPTH:
+        raise OSError(f"/etc/skel nests deeper than {_SKEL_DEPTH} directories: not copied")
+    for name in os.listdir(src):
+        st = os.stat(name, dir_fd=src, follow_symlinks=False)
+        target = os.path.join(dest, name)
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(name, dir_fd=src), target)
+        elif stat.S_ISDIR(st.st_mode):
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=src)
+            try:
+                os.mkdir(target, 0o700)
+                _copy_dir(sub, target, uid, gid, depth + 1)
+            finally:
+                os.close(sub)
+        elif stat.S_ISREG(st.st_mode):
+            fin = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=src)
+            try:
+                if not stat.S_ISREG(os.fstat(fin).st_mode):  # swapped since the stat
+                    continue
+                with open(fin, "rb", closefd=False) as reader, open(target, "xb") as writer:
+                    shutil.copyfileobj(reader, writer)
+            finally:
+                os.close(fin)
+        else:
+            continue
+        # Nobody but root can enter the home before its rename, so these
+        # names are still the entries just made.
+        os.chown(target, uid, gid, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(target, stat.S_IMODE(st.st_mode))
