@@ -12,16 +12,89 @@ import sys
 from typing import TYPE_CHECKING
 
 from undistro.commands._groups import command_group
+from undistro.commands._session import add_root_options, open_session
 from undistro.errors import UsageError
 
 if TYPE_CHECKING:
     from undistro.fleet import Member
 
+_RAW = argparse.RawDescriptionHelpFormatter
+ANNOUNCE_EVENT = "undistro-revision"
 DEFAULT_RPC = "127.0.0.1:7373"  # Serf's own default -rpc-addr
 
 FLEET_HELP = """\
 The fleet: machines that gossip through Serf (HashiCorp's gossip engine),
-with no control node. Each command asks this node's own Serf agent.
+with no control node. Trust is The Update Framework's: a fleet directory
+holds the keys and signed metadata; each node trusts the fleet's root.
+
+  undistro fleet init ~/fleet                   keys + root (2 of 3 keys)
+  undistro fleet trust ~/fleet/repo/metadata/1.root.json --root /tmp/n1
+  undistro fleet push examples/demo --fleet ~/fleet --to web
+  undistro fleet pull --from ~/fleet/repo --root /tmp/n1 --tag web
+  undistro fleet members --tag role=web
+"""
+
+INIT_HELP = """\
+Create a fleet in the new directory DIR: Ed25519 keys for the root role (3
+keys, any 2 of which sign a new root: move them offline), and for the
+targets, snapshot and timestamp roles (online: push uses them), then the
+first signed metadata. Prints the root file every node must trust.
+
+examples:
+  undistro fleet init ~/fleet
+exit status: 0 created, 2 DIR already holds a fleet
+"""
+
+PUSH_HELP = """\
+Bundle POLICY_DIR (deterministic: the same files give the same SHA-256),
+add it to the fleet as the next revision, sign targets, snapshot and
+timestamp, and announce the signed timestamp (~370 bytes) to the fleet as
+a Serf user event. --to TAG[,TAG] limits the revision to nodes holding all
+those tags. Each node verifies the announcement against its own trusted
+root before it fetches anything.
+
+examples:
+  undistro fleet push examples/demo --fleet ~/fleet
+  undistro fleet push examples/demo --fleet ~/fleet --to web --no-announce
+exit status: 0 pushed (and announced), 1 pushed but not announced, 2 bad input
+"""
+
+TRUST_HELP = """\
+Trust a fleet's root (its 1.root.json) on this node, under ROOT's state
+directory. Refuses a file that is not a TUF root signed by its own
+threshold, and refuses to replace a root already trusted: a new root
+arrives signed by the old one's threshold, through pull.
+
+examples:
+  undistro fleet trust fleet-root.json
+  undistro fleet trust ~/fleet/repo/metadata/1.root.json --root /tmp/n1
+"""
+
+ROTATE_HELP = """\
+Give an online role (targets, snapshot or timestamp) a new key, for a key
+that leaked or is retired: writes the next root, signed by 2 of the 3 root
+keys, naming the new key and revoking the old, and re-signs. Nodes take
+the new root at their next pull or announcement and then refuse anything
+the old key signs.
+
+examples:
+  undistro fleet rotate timestamp --fleet ~/fleet
+"""
+
+PULL_HELP = """\
+Fetch the newest policy revision meant for this node from plain sources
+(the fallback when gossip fails: a directory such as a mirror of the
+fleet's repo/, or an http(s) URL of one), verify every file against the
+trusted root (signatures, thresholds, versions, expiry, hashes), unpack it
+and apply it as 'undistro apply' would. A revision at or below the one
+applied last is refused as a replay; refusals go to the journal
+(undistro log --resource fleet:revision).
+
+examples:
+  undistro fleet pull --from /mnt/fleet/repo
+  undistro fleet pull --from https://mirror.example/fleet --tag web --root /tmp/n1
+exit status: 0 applied or nothing newer, 1 a promise failed or no source
+answered, 2 refused (verification failed) or bad input
 """
 
 MEMBERS_HELP = f"""\
@@ -56,6 +129,68 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--status", metavar="STATUS", help="only members in this state (e.g. alive)")
     p.add_argument("--json", action="store_true", help="one JSON object per member")
     p.set_defaults(func=cmd_members)
+
+    p = group.add_parser(
+        "init", help="create a fleet's keys and root", description=INIT_HELP, formatter_class=_RAW
+    )
+    p.add_argument("fleet_dir", metavar="DIR")
+    p.set_defaults(func=cmd_init)
+
+    p = group.add_parser(
+        "push",
+        help="sign and announce a policy revision",
+        description=PUSH_HELP,
+        formatter_class=_RAW,
+    )
+    p.add_argument("policy_dir", metavar="POLICY_DIR")
+    p.add_argument("--fleet", required=True, metavar="DIR", help="the fleet directory (fleet init)")
+    p.add_argument("--to", default="", metavar="TAG[,TAG]", help="only nodes with all these tags")
+    p.add_argument("--rpc", metavar="HOST:PORT", help="the local Serf agent's RPC address")
+    p.add_argument("--no-announce", action="store_true", help="sign only; do not gossip")
+    p.set_defaults(func=cmd_push)
+
+    p = group.add_parser(
+        "rotate", help="replace an online role's key", description=ROTATE_HELP, formatter_class=_RAW
+    )
+    p.add_argument("role", choices=("targets", "snapshot", "timestamp"))
+    p.add_argument("--fleet", required=True, metavar="DIR", help="the fleet directory (fleet init)")
+    p.set_defaults(func=cmd_rotate)
+
+    p = group.add_parser(
+        "trust",
+        help="trust a fleet's root on this node",
+        description=TRUST_HELP,
+        formatter_class=_RAW,
+    )
+    p.add_argument("root_file", metavar="ROOT.json")
+    add_root_options(p)
+    p.set_defaults(func=cmd_trust)
+
+    p = group.add_parser(
+        "pull",
+        help="fetch, verify and apply the newest revision",
+        description=PULL_HELP,
+        formatter_class=_RAW,
+    )
+    p.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        required=True,
+        metavar="SOURCE",
+        help="a fleet repo directory or URL (repeatable: tried in order)",
+    )
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="a node tag for this run (repeatable)",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the summary line")
+    p.add_argument("--no-diff", action="store_true", help="do not show file diffs")
+    add_root_options(p)
+    p.set_defaults(func=cmd_pull)
 
 
 def _tag_filter(specs: list[str]) -> dict[str, str]:
@@ -107,3 +242,108 @@ def cmd_members(args: argparse.Namespace) -> int:
             f"{m.name:<{width}}  {m.addr + ':' + str(m.port):<21}  {m.status:<7}  {tagtext}\n"
         )
     return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from undistro.fleet._publish import init_fleet
+
+    root = init_fleet(args.fleet_dir)
+    keys = os.path.join(args.fleet_dir, "keys")
+    print(f"fleet created in {args.fleet_dir}")
+    print(f"  trust on every node:  undistro fleet trust {root}")
+    print(f"  root keys (2 of 3 sign a new root): {keys}/root-[123].pem - move them offline")
+    print(f"  online keys used by push: {keys}/targets.pem snapshot.pem timestamp.pem")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from undistro.fleet._bundle import make_bundle
+    from undistro.fleet._publish import push
+
+    to = ",".join(t.strip() for t in args.to.split(",") if t.strip())
+    bundle = make_bundle(args.policy_dir)
+    pushed = push(args.fleet, bundle.data, to=to)
+    print(
+        f"revision {pushed.revision}: {bundle.files} files, sha256 {pushed.sha256[:16]}, "
+        f"for {to or 'every node'}; announcement {len(pushed.announcement)} bytes"
+    )
+    if args.no_announce:
+        return 0
+    import asyncio
+
+    from undistro.fleet import SerfClient, SerfError
+
+    async def announce() -> None:
+        async with await SerfClient.connect(rpc_address(args.rpc)) as client:
+            await client.user_event(ANNOUNCE_EVENT, pushed.announcement)
+
+    try:
+        asyncio.run(announce())
+    except SerfError as exc:
+        print(
+            f"undistro: pushed revision {pushed.revision} but did not announce it: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"announced as Serf user event '{ANNOUNCE_EVENT}'")
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from undistro.fleet._publish import rotate_key
+
+    path = rotate_key(args.fleet, args.role)
+    print(f"new {args.role} key; the next root is {path}")
+    return 0
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    from undistro.fleet._receive import install_root
+
+    session = open_session(args)
+    try:
+        with open(args.root_file, "rb") as f:
+            data = f.read(1024 * 1024)
+    except OSError as exc:
+        raise UsageError(f"{args.root_file}: {exc.strerror}") from None
+    install_root(session.state_dir, data)
+    print(f"trusting the fleet root {args.root_file} under {session.state_dir}")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    import time
+
+    from undistro.commands.core import cmd_apply
+    from undistro.errors import PolicyError
+    from undistro.fleet._receive import RevisionRefused, mark_applied, pull
+    from undistro.state import JournalEntry, StateStore
+
+    session = open_session(args)
+    store = StateStore(session.state_dir)
+    run = f"fleet-pull-{os.getpid()}-{int(time.time())}"
+
+    def journal(outcome: str, actions: tuple[str, ...] = (), error: str | None = None) -> None:
+        entry = JournalEntry(
+            time.time(), run, "fleet:revision", outcome, "fleet pull", actions, error=error
+        )
+        store.commit(journal=[entry])
+
+    try:
+        revision = pull(session.state_dir, args.sources, tags=sorted(session.node.tags))
+    except RevisionRefused as exc:
+        journal("refused", error=str(exc))
+        raise UsageError(f"fleet revision refused: {exc}") from None
+    if revision is None:
+        print("no newer revision for this node")
+        return 0
+    print(f"revision {revision.number} verified (sha256 {revision.sha256[:16]}); applying")
+    args.policy_dir = revision.policy_dir
+    try:
+        code = cmd_apply(args)
+    except PolicyError as exc:
+        journal("refused", (f"revision {revision.number}",), error=f"invalid policy: {exc}")
+        raise
+    mark_applied(session.state_dir, revision)
+    journal("repaired" if code == 0 else "failed", (f"applied revision {revision.number}",))
+    return code

@@ -1,0 +1,275 @@
+"""The receiving side: a node verifies a revision before it fetches or uses it.
+
+python-tuf's ngclient does the verifying (root rotation, thresholds,
+expiry, rollback and freeze checks, hashes and lengths); undistro adds only
+where the files come from and what a revision means:
+
+- an *announcement* (the compact signed timestamp a push gossips) is checked
+  against the node's trusted root first — a forged or replayed one costs a
+  signature check and nothing else;
+- the announced timestamp is handed to ngclient as *the* timestamp, so a
+  peer that keeps serving an old one (a freeze) cannot hold the node back;
+- every other file is immutable (consistent snapshots) and may come from any
+  source: a directory (a mirror, a USB stick) or an HTTP(S) URL today, and
+  peers as the content store lands;
+- a revision number at or below the last one applied is refused (replay),
+  so is one whose target filter does not name this node.
+
+The node's trust lives in ``<state>/fleet/``: ngclient's metadata cache,
+``revisions/r<N>/`` (each unpacked bundle) and ``current`` (the applied one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from undistro.errors import FleetError
+
+if TYPE_CHECKING:
+    from tuf.api.metadata import Metadata
+
+POLICY_PREFIX = "policy/"
+_SCHEME = "fleet:"
+
+
+class RevisionRefused(FleetError, ValueError):
+    """A revision or an announcement failed verification; nothing was used."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Revision:
+    number: int
+    sha256: str
+    policy_dir: str  # the unpacked, verified policy
+
+
+def trust_dir(state_dir: str) -> str:
+    return os.path.join(state_dir, "fleet")
+
+
+def install_root(state_dir: str, root_bytes: bytes) -> None:
+    """Trust ``root_bytes`` (a fleet's ``1.root.json``) from now on.
+
+    Refuses a file that is not a self-signed TUF root meeting its threshold;
+    refuses to replace a trusted root (rotation comes signed, through pull).
+    """
+    from tuf.api.metadata import Metadata, Root
+
+    try:
+        md = Metadata[Root].from_bytes(root_bytes)
+        md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
+    except Exception as exc:  # tuf raises several unrelated families here
+        raise RevisionRefused(f"not a valid signed TUF root: {_one_line(exc)}") from None
+    meta = os.path.join(trust_dir(state_dir), "metadata")
+    path = os.path.join(meta, "root.json")
+    if os.path.exists(path):
+        raise RevisionRefused(f"{path}: a root is already trusted; a new one arrives signed by it")
+    os.makedirs(meta, 0o700, exist_ok=True)
+    _write(path, root_bytes)
+
+
+def check_announcement(state_dir: str, data: bytes) -> int:
+    """Verify an announced timestamp against the trusted root; its version.
+
+    Cheap (one Ed25519 check) and done before anything is fetched. Refuses a
+    bad signature, an expired timestamp, or a version not above the one the
+    node already trusts (a replay).
+    """
+    from tuf.api.metadata import Metadata, Root, Timestamp
+
+    root_md = _trusted(state_dir, "root")
+    if root_md is None:
+        raise RevisionRefused("no trusted fleet root (run 'undistro fleet trust ROOT.json')")
+    try:
+        md = Metadata[Timestamp].from_bytes(data)
+        assert isinstance(root_md.signed, Root)
+        root_md.signed.verify_delegate(Timestamp.type, md.signed_bytes, md.signatures)
+    except Exception as exc:
+        raise RevisionRefused(f"announcement: {_one_line(exc)}") from None
+    if md.signed.is_expired():
+        raise RevisionRefused(f"announcement: timestamp expired at {md.signed.expires}")
+    known = _trusted(state_dir, "timestamp")
+    if known is not None and md.signed.version <= known.signed.version:
+        raise RevisionRefused(
+            f"announcement: timestamp version {md.signed.version} is not above the trusted "
+            f"{known.signed.version} (replayed or old)"
+        )
+    return md.signed.version
+
+
+def pull(
+    state_dir: str,
+    sources: Sequence[str],
+    *,
+    tags: Sequence[str] = (),
+    announcement: bytes | None = None,
+) -> Revision | None:
+    """Refresh the trusted metadata from ``sources`` and unpack the newest
+    revision meant for this node; None when there is nothing newer.
+
+    ``sources`` are fleet repository locations: directories holding
+    ``metadata/`` and ``targets/``, or http(s) URLs of such a tree.
+    """
+    from tuf.api import exceptions
+    from tuf.ngclient import Updater, UpdaterConfig
+
+    from undistro.fleet._bundle import unpack_bundle
+
+    if announcement is not None:
+        check_announcement(state_dir, announcement)
+    top = trust_dir(state_dir)
+    meta = os.path.join(top, "metadata")
+    if not os.path.exists(os.path.join(meta, "root.json")):
+        raise RevisionRefused("no trusted fleet root (run 'undistro fleet trust ROOT.json')")
+    downloads = os.path.join(top, "downloads")
+    os.makedirs(downloads, 0o700, exist_ok=True)
+    updater = Updater(
+        metadata_dir=meta,
+        metadata_base_url=f"{_SCHEME}metadata/",
+        target_base_url=f"{_SCHEME}targets/",
+        target_dir=downloads,
+        fetcher=_sources_fetcher(list(sources), announcement),
+        config=UpdaterConfig(prefix_targets_with_hash=True),
+        bootstrap=None,  # the root installed by "fleet trust", kept in metadata_dir
+    )
+    try:
+        updater.refresh()
+        chosen = _newest_for(meta, tags)
+        if chosen is None:
+            return None
+        number, path = chosen
+        applied = current_revision(state_dir)
+        if applied is not None and number <= applied:
+            return None
+        info = updater.get_targetinfo(path)
+        if info is None:
+            raise RevisionRefused(f"target {path} vanished from the verified metadata")
+        local = updater.download_target(info, os.path.join(downloads, f"r{number}.bundle"))
+    except exceptions.RepositoryError as exc:
+        raise RevisionRefused(f"refused: {_one_line(exc)}") from None
+    except exceptions.DownloadError as exc:
+        raise FleetError(f"cannot fetch from any source: {_one_line(exc)}") from None
+    with open(local, "rb") as f:
+        data = f.read()
+    os.unlink(local)
+    revisions = os.path.join(top, "revisions")
+    os.makedirs(revisions, 0o755, exist_ok=True)
+    dest = os.path.join(revisions, f"r{number}")
+    if not os.path.isdir(dest):
+        unpack_bundle(data, dest)
+    return Revision(number, info.hashes["sha256"], dest)
+
+
+def mark_applied(state_dir: str, revision: Revision) -> None:
+    """Record ``revision`` as this node's current one (the replay floor)."""
+    record = {"revision": revision.number, "sha256": revision.sha256, "time": time.time()}
+    _write(os.path.join(trust_dir(state_dir), "current.json"), json.dumps(record).encode())
+
+
+def current_revision(state_dir: str) -> int | None:
+    try:
+        with open(os.path.join(trust_dir(state_dir), "current.json"), "rb") as f:
+            return int(json.loads(f.read())["revision"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        raise FleetError(f"{trust_dir(state_dir)}/current.json is corrupt") from None
+
+
+def _newest_for(meta_dir: str, tags: Sequence[str]) -> tuple[int, str] | None:
+    """The highest revision whose target filter this node's tags satisfy."""
+    from tuf.api.metadata import Metadata, Targets
+
+    # ngclient wrote targets.json only after verifying it against snapshot.
+    with open(os.path.join(meta_dir, "targets.json"), "rb") as f:
+        targets = Metadata[Targets].from_bytes(f.read()).signed
+    best: tuple[int, str] | None = None
+    have = set(tags)
+    for path, target in targets.targets.items():
+        if not path.startswith(POLICY_PREFIX):
+            continue
+        custom = target.unrecognized_fields.get("custom") or {}
+        number = custom.get("revision")
+        wanted = {t for t in str(custom.get("to", "")).split(",") if t}
+        if isinstance(number, int) and wanted <= have and (best is None or number > best[0]):
+            best = (number, path)
+    return best
+
+
+def _trusted(state_dir: str, role: str) -> Metadata[Any] | None:
+    from tuf.api.metadata import Metadata
+
+    try:
+        with open(os.path.join(trust_dir(state_dir), "metadata", f"{role}.json"), "rb") as f:
+            return Metadata.from_bytes(f.read())
+    except FileNotFoundError:
+        return None
+
+
+def _sources_fetcher(sources: Sequence[str], announcement: bytes | None) -> Any:
+    """A FetcherInterface serving ngclient from the announcement and sources.
+
+    URLs are opaque to ngclient; ours are ``fleet:metadata/NAME`` and
+    ``fleet:targets/NAME``, tried against each source in turn. Built here so
+    that importing this module does not import tuf.
+    """
+    from tuf.api.exceptions import DownloadHTTPError
+    from tuf.ngclient import FetcherInterface
+
+    class SourcesFetcher(FetcherInterface):
+        def _fetch(self, url: str) -> Iterator[bytes]:
+            rel = url.removeprefix(_SCHEME)
+            if rel == "metadata/timestamp.json" and announcement is not None:
+                return iter([announcement])
+            if ".." in rel.split("/"):
+                raise DownloadHTTPError(f"refused path {rel}", 400)
+            for source in sources:
+                data = _read_source(source, rel)
+                if data is not None:
+                    return iter([data])
+            raise DownloadHTTPError(f"{rel}: in none of {len(sources)} source(s)", 404)
+
+    return SourcesFetcher()
+
+
+def _read_source(source: str, rel: str) -> bytes | None:
+    if source.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{source.rstrip('/')}/{rel}", timeout=30) as resp:
+                data: bytes = resp.read(64 * 1024 * 1024 + 1)
+                return data
+        except (urllib.error.URLError, OSError):
+            return None
+    try:
+        fd = os.open(os.path.join(source, rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return f.read()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
