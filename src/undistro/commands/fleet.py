@@ -70,6 +70,18 @@ examples:
   undistro fleet trust ~/fleet/repo/metadata/1.root.json --root /tmp/n1
 """
 
+STATUS_HELP = """\
+Ask the fleet how it is: a Serf query that each node's agent answers from
+its own state (policy revision, promises kept and failed, services, last
+run), in under 1 KB. Nodes that are alive but did not answer in time are
+listed too. --tag KEY=REGEX asks only the matching nodes.
+
+examples:
+  undistro fleet status
+  undistro fleet status --tag role=web --timeout 5 --json
+exit status: 0 every asked node answered, 1 some did not or Serf is unreachable
+"""
+
 ROTATE_HELP = """\
 Give an online role (targets, snapshot or timestamp) a new key, for a key
 that leaked or is retired: writes the next root, signed by 2 of the 3 root
@@ -148,6 +160,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rpc", metavar="HOST:PORT", help="the local Serf agent's RPC address")
     p.add_argument("--no-announce", action="store_true", help="sign only; do not gossip")
     p.set_defaults(func=cmd_push)
+
+    p = group.add_parser(
+        "status", help="ask every node how it is", description=STATUS_HELP, formatter_class=_RAW
+    )
+    p.add_argument("--rpc", metavar="HOST:PORT", help="the local Serf agent's RPC address")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=REGEX", help="filter by tag")
+    p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="default 3")
+    p.add_argument("--json", action="store_true", help="one JSON object per node")
+    p.set_defaults(func=cmd_status)
 
     p = group.add_parser(
         "rotate", help="replace an online role's key", description=ROTATE_HELP, formatter_class=_RAW
@@ -287,6 +308,54 @@ def cmd_push(args: argparse.Namespace) -> int:
         return 1
     print(f"announced as Serf user event '{ANNOUNCE_EVENT}'")
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from undistro.fleet import SerfClient
+    from undistro.fleet._member import STATUS_QUERY
+
+    if not 0 < args.timeout <= 60:
+        raise UsageError("--timeout must be between 0 and 60 seconds")
+    tags = _tag_filter(args.tag)
+    address = rpc_address(args.rpc)
+
+    async def ask() -> tuple[dict[str, bytes], list[str]]:
+        async with await SerfClient.connect(address) as client:
+            alive = [m.name for m in await client.members(tags) if m.status == "alive"]
+            answers: dict[str, bytes] = {}
+            async for reply in client.query(STATUS_QUERY, timeout=args.timeout, tags=tags):
+                answers[reply.node] = reply.payload
+            return answers, alive
+
+    answers, alive = asyncio.run(ask())
+    rows: dict[str, dict[str, object]] = {}
+    for node, payload in answers.items():
+        try:
+            value = json.loads(payload)
+            rows[node] = value if isinstance(value, dict) else {"error": "not an object"}
+        except ValueError:
+            rows[node] = {"error": "unreadable answer"}
+    silent = sorted(set(alive) - set(rows))
+    if args.json:
+        for node in sorted(rows):
+            sys.stdout.write(json.dumps({"node": node, **rows[node]}, sort_keys=True) + "\n")
+        for node in silent:
+            sys.stdout.write(json.dumps({"node": node, "answered": False}) + "\n")
+    else:
+        width = max([len(n) for n in [*rows, *silent]] + [4])
+        print(f"{'NODE':<{width}}  {'REVISION':<8}  {'KEPT':>5}  {'FAILED':>6}  LAST RUN")
+        for node in sorted(rows):
+            r = rows[node]
+            print(
+                f"{node:<{width}}  {r.get('revision', '-')!s:<8}  {r.get('kept', '-')!s:>5}"
+                f"  {r.get('failed', '-')!s:>6}  {r.get('last_run', r.get('error', '-'))}"
+            )
+        for node in silent:
+            print(f"{node:<{width}}  (alive, did not answer within {args.timeout:g} s)")
+    return 1 if silent else 0
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:

@@ -105,6 +105,16 @@ def check_announcement(state_dir: str, data: bytes) -> int:
     return md.signed.version
 
 
+def is_known(state_dir: str, announcement: bytes) -> bool:
+    """True when ``announcement`` is the timestamp this node already trusts
+    (it came by another way first): neither news nor a replay."""
+    try:
+        with open(os.path.join(trust_dir(state_dir), "metadata", "timestamp.json"), "rb") as f:
+            return f.read() == announcement
+    except FileNotFoundError:
+        return False
+
+
 def pull(
     state_dir: str,
     sources: Sequence[str],
