@@ -42,6 +42,7 @@ class Node:
         )
         self.tags = tags
         self.applied: list[int] = []
+        self.actions: list[str] = []
         self.journal: list[tuple[str, str, str | None]] = []
         self.got = asyncio.Event()
         self.member: FleetMember | None = None
@@ -57,6 +58,11 @@ class Node:
             self.got.set()
             return True
 
+        async def run_action(action: Any) -> str:
+            self.actions.append(action.describe())
+            self.got.set()
+            return "done"
+
         def summary() -> dict[str, Any]:
             return {"revision": self.applied[-1] if self.applied else None, "kept": 3, "failed": 0}
 
@@ -66,6 +72,7 @@ class Node:
             self.backend,
             node_tags=self.tags,
             apply_revision=apply,
+            run_action=run_action,
             summary=summary,
             journal=lambda *entry: self.journal.append(entry),
             log=lambda line: None,
@@ -234,3 +241,37 @@ def test_fleet_config_errors_name_the_field(table: dict[str, Any], message: str)
 
     with pytest.raises(PolicyError, match=message):
         fleet_config(table, hostname="h", where="node.toml")
+
+
+def test_a_signed_action_is_run_once_and_its_replay_refused(
+    tmp_path: Path, fleet: Path, cli: RunCli
+) -> None:
+    from undistro.fleet import SerfClient
+
+    async def go() -> None:
+        a = Node("a", tmp_path, fleet, [], ["web"])
+        try:
+            await a.start()
+            assert a.member is not None
+            await _until(lambda: a.member.stats()["connected"])
+            async with await SerfClient.connect(a.rpc) as c:
+                events = c.stream("user:undistro-action")
+                first = asyncio.ensure_future(events.__anext__())
+                await asyncio.sleep(0.2)
+                code, _, err = await asyncio.to_thread(
+                    cli, "fleet", "run", "restart", "nginx", "--to", "web",
+                    "--fleet", fleet, "--rpc", a.rpc,
+                )  # fmt: skip
+                assert (code, err) == (0, ""), err
+                sent = (await asyncio.wait_for(first, 5)).payload
+                await asyncio.wait_for(a.got.wait(), 5)
+                assert len(a.actions) == 1 and a.actions[0].startswith("restart nginx (#")
+                await c.user_event("undistro-action", sent)  # a replay
+                await _until(lambda: a.member.stats()["actions_refused"] == 1)
+                await events.aclose()
+            assert len(a.actions) == 1
+            assert a.journal[-1][0] == "refused" and "replayed" in str(a.journal[-1][2])
+        finally:
+            await a.stop()
+
+    asyncio.run(go())

@@ -82,6 +82,30 @@ examples:
 exit status: 0 every asked node answered, 1 some did not or Serf is unreachable
 """
 
+OPERATOR_HELP = """\
+Authorise a new operator key for signed actions (fleet run): writes
+keys/operator-NAME.pem and the next root, signed by 2 of the 3 root keys,
+naming it. 'fleet init' already made the operator 'admin'. Nodes learn of
+the new operator at their next refresh (any push, or a pull).
+
+examples:
+  undistro fleet operator alice --fleet ~/fleet
+"""
+
+RUN_HELP = """\
+Send a signed action to the fleet through Serf: 'converge' (a full check
+now), 'rollback' (the previous generation of kegs) or 'restart SERVICE'.
+The action carries a sequence number, an issue and an expiry time, and is
+signed by an operator key the fleet root authorises (--as NAME, default
+admin). Nodes refuse a replay, an expired action or an unknown signer, and
+act only if they hold every --to tag.
+
+examples:
+  undistro fleet run converge --fleet ~/fleet
+  undistro fleet run restart nginx --to web --fleet ~/fleet --as alice
+exit status: 0 sent, 1 Serf unreachable, 2 bad input
+"""
+
 ROTATE_HELP = """\
 Give an online role (targets, snapshot or timestamp) a new key, for a key
 that leaked or is retired: writes the next root, signed by 2 of the 3 root
@@ -169,6 +193,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="default 3")
     p.add_argument("--json", action="store_true", help="one JSON object per node")
     p.set_defaults(func=cmd_status)
+
+    p = group.add_parser(
+        "operator",
+        help="authorise an operator key",
+        description=OPERATOR_HELP,
+        formatter_class=_RAW,
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--fleet", required=True, metavar="DIR", help="the fleet directory (fleet init)")
+    p.set_defaults(func=cmd_operator)
+
+    p = group.add_parser(
+        "run", help="send a signed action to the fleet", description=RUN_HELP, formatter_class=_RAW
+    )
+    p.add_argument("kind", choices=("converge", "rollback", "restart"))
+    p.add_argument("service", nargs="?", default="", metavar="SERVICE")
+    p.add_argument("--fleet", required=True, metavar="DIR", help="the fleet directory (fleet init)")
+    p.add_argument("--as", dest="operator", default="admin", metavar="NAME", help="default admin")
+    p.add_argument("--to", default="", metavar="TAG[,TAG]", help="only nodes with all these tags")
+    p.add_argument("--valid-for", type=int, default=600, metavar="SECONDS", help="default 600")
+    p.add_argument("--rpc", metavar="HOST:PORT", help="the local Serf agent's RPC address")
+    p.set_defaults(func=cmd_run)
 
     p = group.add_parser(
         "rotate", help="replace an online role's key", description=ROTATE_HELP, formatter_class=_RAW
@@ -356,6 +402,43 @@ def cmd_status(args: argparse.Namespace) -> int:
         for node in silent:
             print(f"{node:<{width}}  (alive, did not answer within {args.timeout:g} s)")
     return 1 if silent else 0
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    from undistro.fleet._publish import add_operator
+
+    keyid = add_operator(args.fleet, args.name)
+    print(f"operator {args.name}: key {keyid[:16]}, authorised by the next root")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from undistro.fleet import SerfClient, SerfError
+    from undistro.fleet._actions import ACTION_EVENT, sign_action
+    from undistro.fleet._publish import load_operator
+
+    to = [t.strip() for t in args.to.split(",") if t.strip()]
+    address = rpc_address(args.rpc)
+    signer, sequence = load_operator(args.fleet, args.operator)
+    data = sign_action(
+        signer, args.kind, args.service, to=to, sequence=sequence, valid_for=args.valid_for
+    )
+
+    async def send() -> None:
+        async with await SerfClient.connect(address) as client:
+            await client.user_event(ACTION_EVENT, data)
+
+    try:
+        asyncio.run(send())
+    except SerfError as exc:
+        print(f"undistro: action not sent: {exc}", file=sys.stderr)
+        return 1
+    what = f"{args.kind} {args.service}".strip()
+    where = ",".join(to) or "every node"
+    print(f"sent {what} #{sequence} as {args.operator} to {where} ({len(data)} bytes)")
+    return 0
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from undistro.errors import FleetError
+from undistro.fleet._actions import ACTION_EVENT, Action, ActionRefused, verify_action
 from undistro.fleet._config import FleetConfig
 from undistro.fleet._receive import (
     Revision,
@@ -38,6 +39,7 @@ MAX_RESPONSE = 1024  # Serf's query response limit
 _CONNECT_TRIES = 40  # Serf opens its RPC port ~0.1 s after spawn; bounded, start-up only
 
 ApplyRevision = Callable[[Revision], Awaitable[bool]]
+RunAction = Callable[[Action], Awaitable[str]]  # returns the outcome, one line
 Journal = Callable[[str, str, "str | None"], None]  # (outcome, what, error)
 
 
@@ -50,6 +52,7 @@ class FleetMember:
         backend: the agent's builtin supervisor backend, which runs Serf.
         node_tags: this node's tags (a revision's ``to`` filter reads them).
         apply_revision: the agent's policy switch; True when it took.
+        run_action: carries out a verified signed action (converge, ...).
         summary: this node's state in a few fields, for status queries.
         journal: records refusals and applied revisions.
         log: one line to the agent's log.
@@ -63,6 +66,7 @@ class FleetMember:
         *,
         node_tags: Sequence[str],
         apply_revision: ApplyRevision,
+        run_action: RunAction,
         summary: Callable[[], Mapping[str, Any]],
         journal: Journal,
         log: Callable[[str], None],
@@ -72,6 +76,7 @@ class FleetMember:
         self.backend = backend
         self.node_tags = tuple(node_tags)
         self._apply = apply_revision
+        self._run_action = run_action
         self._summary = summary
         self._journal = journal
         self._log = log
@@ -81,6 +86,7 @@ class FleetMember:
         self._work = asyncio.Lock()  # one revision at a time
         self._pulls: set[asyncio.Task[None]] = set()
         self._counts = {"announcements": 0, "applied": 0, "refused": 0, "queries": 0}
+        self._counts.update(actions=0, actions_refused=0)
         self._counts["serf_sessions"] = 0
 
     async def start(self) -> None:
@@ -174,7 +180,9 @@ class FleetMember:
             self._client = client
             self._counts["serf_sessions"] += 1
             try:
-                events = client.stream(f"user:{REVISION_EVENT},query:{STATUS_QUERY}")
+                events = client.stream(
+                    f"user:{REVISION_EVENT},user:{ACTION_EVENT},query:{STATUS_QUERY}"
+                )
                 self._spawn_pull(None)
                 async for event in events:
                     await self._on_event(client, event)
@@ -199,6 +207,10 @@ class FleetMember:
         if event.kind == "user" and event.name == REVISION_EVENT:
             self._counts["announcements"] += 1
             self._spawn_pull(event.payload)
+        elif event.kind == "user" and event.name == ACTION_EVENT:
+            task = asyncio.get_running_loop().create_task(self._action(event.payload))
+            self._pulls.add(task)
+            task.add_done_callback(self._pulls.discard)
         elif event.kind == "query" and event.name == STATUS_QUERY and event.query_id is not None:
             self._counts["queries"] += 1
             with contextlib.suppress(SerfError):
@@ -251,6 +263,34 @@ class FleetMember:
             if self._client is not None:
                 with contextlib.suppress(SerfError):
                     await self._client.set_tags({"revision": str(revision.number)})
+
+    async def _action(self, data: bytes) -> None:
+        try:
+            try:
+                action = verify_action(self.state_dir, data, self.node_tags)
+            except ActionRefused as exc:
+                if "not an operator" not in str(exc) or not self.config.sources:
+                    raise
+                # Perhaps a new operator in a root we have not fetched yet.
+                await self._revision(None)
+                action = verify_action(self.state_dir, data, self.node_tags)
+        except ActionRefused as exc:
+            self._counts["actions_refused"] += 1
+            self._journal("refused", "signed action", str(exc))
+            self._log(f"fleet: action refused: {exc}")
+            return
+        except FleetError as exc:
+            self._log(f"fleet: action not checked: {exc}")
+            return
+        if action is None:
+            return  # genuine, for other nodes
+        self._counts["actions"] += 1
+        try:
+            outcome = await self._run_action(action)
+        except Exception as exc:  # the agent's failure is journalled, never lost
+            self._journal("failed", action.describe(), f"{type(exc).__name__}: {exc}")
+            return
+        self._journal("repaired", f"{action.describe()}: {outcome}", None)
 
 
 def _read_key(path: str) -> str:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from undistro.errors import FleetError
+from undistro.fleet._actions import OPERATORS_FIELD
 
 if TYPE_CHECKING:
     from securesystemslib.signer import Signer
@@ -43,6 +44,7 @@ EXPIRY = {
     "timestamp": timedelta(days=7),
 }
 POLICY_PREFIX = "policy/"
+FIRST_OPERATOR = "admin"
 
 
 class PublishError(FleetError, ValueError):
@@ -82,7 +84,8 @@ def init_fleet(fleet_dir: str) -> str:
     os.makedirs(meta_dir, exist_ok=True)
     os.makedirs(os.path.join(fleet_dir, "repo", "targets"), exist_ok=True)
     os.mkdir(keys_dir, 0o700)
-    signers = {name: CryptoSigner.generate_ed25519() for name in ROOT_KEYS + ONLINE_ROLES}
+    names = ROOT_KEYS + ONLINE_ROLES + (f"operator-{FIRST_OPERATOR}",)
+    signers = {name: CryptoSigner.generate_ed25519() for name in names}
     for name, signer in signers.items():
         key_path = os.path.join(keys_dir, f"{name}.pem")
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -96,6 +99,7 @@ def init_fleet(fleet_dir: str) -> str:
     root.roles["root"].threshold = ROOT_THRESHOLD
     for role in ONLINE_ROLES:
         root.add_key(signers[role].public_key, role)
+    _authorise(root, FIRST_OPERATOR, signers[f"operator-{FIRST_OPERATOR}"].public_key)
     root_md = Metadata(root)
     for name in ROOT_KEYS:
         root_md.sign(signers[name], append=True)
@@ -142,26 +146,16 @@ def rotate_key(fleet_dir: str, role: str) -> str:
     Nodes take the new root the next time they refresh (ngclient walks
     ``N.root.json`` upwards), and from then on refuse the old key.
     """
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
     from securesystemslib.signer import CryptoSigner
-    from tuf.api.metadata import Metadata
 
     if role not in ONLINE_ROLES:
         raise PublishError(f"rotate: {role!r} is not one of {', '.join(ONLINE_ROLES)}")
-    root_md = _latest(fleet_dir, "root")
-    root = root_md.signed
+    root = _latest(fleet_dir, "root").signed
     for keyid in list(root.roles[role].keyids):
         root.revoke_key(keyid, role)
     signer = CryptoSigner.generate_ed25519()
     root.add_key(signer.public_key, role)
-    root.version += 1
-    root.expires = _now() + EXPIRY["root"]
-    new_md = Metadata(root)
-    for name in ROOT_KEYS[:ROOT_THRESHOLD]:
-        with open(os.path.join(fleet_dir, "keys", f"{name}.pem"), "rb") as f:
-            new_md.sign(CryptoSigner(load_pem_private_key(f.read(), None)), append=True)
-    path = os.path.join(fleet_dir, "repo", "metadata", f"{root.version}.root.json")
-    _write(path, new_md.to_bytes(_serializer()))
+    path = _next_root(fleet_dir, root)
     key_path = os.path.join(fleet_dir, "keys", f"{role}.pem")
     _write(key_path, signer.private_bytes)
     os.chmod(key_path, 0o600)
@@ -169,6 +163,90 @@ def rotate_key(fleet_dir: str, role: str) -> str:
     targets_md = _latest(fleet_dir, "targets")
     targets_md.signed.version += 1
     _publish_chain(fleet_dir, targets_md, signers)
+    return path
+
+
+def add_operator(fleet_dir: str, name: str) -> str:
+    """A new operator key, authorised for signed actions by the next root
+    (signed by the root threshold); returns its key id."""
+    from securesystemslib.signer import CryptoSigner
+
+    if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
+        raise PublishError(f"operator name {name[:80]!r}: letters, digits, '-' and '_' only")
+    key_path = os.path.join(fleet_dir, "keys", f"operator-{name}.pem")
+    if os.path.exists(key_path):
+        raise PublishError(f"{key_path}: operator {name!r} exists")
+    root = _latest(fleet_dir, "root").signed
+    signer = CryptoSigner.generate_ed25519()
+    _authorise(root, name, signer.public_key)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(signer.private_bytes)
+    _next_root(fleet_dir, root)
+    targets_md = _latest(fleet_dir, "targets")
+    targets_md.signed.version += 1
+    _publish_chain(fleet_dir, targets_md, load_online_signers(fleet_dir))
+    keyid: str = signer.public_key.keyid
+    return keyid
+
+
+def load_operator(fleet_dir: str, name: str) -> tuple[Signer, int]:
+    """The operator's signer and its next sequence number (persisted).
+
+    Sequences start from the clock in nanoseconds so that the same operator
+    signing from two machines still moves forward; the file only guarantees
+    it never repeats or goes back on this one.
+    """
+    import time
+
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from securesystemslib.signer import CryptoSigner
+
+    path = os.path.join(fleet_dir, "keys", f"operator-{name}.pem")
+    try:
+        with open(path, "rb") as f:
+            signer = CryptoSigner(load_pem_private_key(f.read(), None))
+    except FileNotFoundError:
+        raise PublishError(f"{path}: no such operator (undistro fleet operator add)") from None
+    seq_path = os.path.join(fleet_dir, "keys", f"operator-{name}.seq")
+    try:
+        with open(seq_path) as f:
+            last = int(f.read().strip() or 0)
+    except FileNotFoundError:
+        last = 0
+    except ValueError:
+        raise PublishError(f"{seq_path}: corrupt sequence file") from None
+    sequence = max(time.time_ns(), last + 1)
+    _write(seq_path, str(sequence).encode())
+    return signer, sequence
+
+
+def _authorise(root: Any, name: str, key: Any) -> None:
+    table = dict(root.unrecognized_fields.get(OPERATORS_FIELD) or {})
+    table[key.keyid] = {"name": name, **key.to_dict()}
+    root.unrecognized_fields[OPERATORS_FIELD] = table
+
+
+def _next_root(fleet_dir: str, root: Any) -> str:
+    """Sign ``root`` as the next version with the current root threshold."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from securesystemslib.signer import CryptoSigner
+    from tuf.api.metadata import Metadata
+
+    root.version += 1
+    root.expires = _now() + EXPIRY["root"]
+    new_md = Metadata(root)
+    for name in ROOT_KEYS[:ROOT_THRESHOLD]:
+        path = os.path.join(fleet_dir, "keys", f"{name}.pem")
+        try:
+            with open(path, "rb") as f:
+                new_md.sign(CryptoSigner(load_pem_private_key(f.read(), None)), append=True)
+        except FileNotFoundError:
+            raise PublishError(
+                f"{path}: a root key is needed here (bring it back online)"
+            ) from None
+    path = os.path.join(fleet_dir, "repo", "metadata", f"{root.version}.root.json")
+    _write(path, new_md.to_bytes(_serializer()))
     return path
 
 
