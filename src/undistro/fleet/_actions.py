@@ -86,17 +86,32 @@ def sign_action(
     return data
 
 
-def operators(root_signed: Any) -> dict[str, tuple[str, Any]]:
-    """keyid → (operator name, key) authorised by a verified root."""
-    from securesystemslib.signer import SSlibKey
+def operators(state_dir: str) -> dict[str, tuple[str, bytes]]:
+    """keyid → (operator name, raw Ed25519 public key) from the trusted root.
 
-    table = root_signed.unrecognized_fields.get(OPERATORS_FIELD) or {}
-    out: dict[str, tuple[str, Any]] = {}
-    if isinstance(table, dict):
-        for keyid, entry in table.items():
-            if isinstance(entry, dict):
-                key = {k: v for k, v in entry.items() if k != "name"}
-                out[keyid] = (str(entry.get("name", "")), SSlibKey.from_dict(keyid, key))
+    The root file is ngclient's, written only after it verified the root
+    chain, so reading it as JSON here is safe — and keeps TUF's client and
+    cryptography out of the resident agent (PyNaCl checks the signature).
+    """
+    from undistro.fleet._receive import trust_dir
+
+    path = os.path.join(trust_dir(state_dir), "metadata", "root.json")
+    try:
+        with open(path, "rb") as f:
+            table = json.loads(f.read())["signed"].get(OPERATORS_FIELD) or {}
+    except FileNotFoundError:
+        raise ActionRefused(
+            "no trusted fleet root (run 'undistro fleet trust ROOT.json')"
+        ) from None
+    except (ValueError, KeyError, TypeError):
+        raise FleetError(f"{path}: unreadable trusted root") from None
+    out: dict[str, tuple[str, bytes]] = {}
+    for keyid, entry in table.items() if isinstance(table, dict) else ():
+        try:
+            if entry["keytype"] == "ed25519":
+                out[keyid] = (str(entry.get("name", "")), bytes.fromhex(entry["keyval"]["public"]))
+        except (KeyError, TypeError, ValueError):
+            continue  # a malformed entry authorises nobody
     return out
 
 
@@ -108,8 +123,6 @@ def verify_action(
 
     Accepting moves the signer's sequence floor (persisted before return).
     """
-    from undistro.fleet._receive import trusted_root
-
     try:
         payload, signature = msgpack.unpackb(data, raw=False, max_bin_len=4096)
         fields = msgpack.unpackb(payload, raw=False)
@@ -118,18 +131,19 @@ def verify_action(
         raise ActionRefused("not a signed action") from None
     if fmt != _FORMAT or kind not in KINDS or not isinstance(sequence, int):
         raise ActionRefused("not a signed action of a known format")
-    root = trusted_root(state_dir)
-    known = operators(root.signed) if root is not None else {}
+    known = operators(state_dir)
     if keyid not in known:
         raise ActionRefused(
             f"signer {str(keyid)[:16]} is not an operator the fleet root authorises"
         )
     name, key = known[keyid]
-    from securesystemslib.signer import Signature
+    from nacl.exceptions import BadSignatureError
+    from nacl.exceptions import ValueError as NaclValueError
+    from nacl.signing import VerifyKey
 
     try:
-        key.verify_signature(Signature(keyid, bytes(signature).hex()), payload)
-    except Exception:  # securesystemslib raises its own family for a bad signature
+        VerifyKey(key).verify(payload, bytes(signature))
+    except (BadSignatureError, NaclValueError, TypeError):
         raise ActionRefused(f"bad signature on an action from {name or keyid[:16]}") from None
     clock = time.time() if now is None else now
     if issued > clock + CLOCK_SKEW:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,7 +27,6 @@ from undistro.fleet._receive import (
     RevisionRefused,
     is_known,
     mark_applied,
-    pull,
     trust_dir,
 )
 from undistro.fleet._serf import Event, SerfClient, SerfError
@@ -36,6 +36,7 @@ REVISION_EVENT = "undistro-revision"
 STATUS_QUERY = "undistro-status"
 SERVICE = "undistro-serf"
 MAX_RESPONSE = 1024  # Serf's query response limit
+FETCH_TIMEOUT = 120.0  # a revision from plain sources; peers will be faster
 _CONNECT_TRIES = 40  # Serf opens its RPC port ~0.1 s after spawn; bounded, start-up only
 
 ApplyRevision = Callable[[Revision], Awaitable[bool]]
@@ -237,13 +238,7 @@ class FleetMember:
             if announcement is not None and is_known(self.state_dir, announcement):
                 return  # the catch-up pull already took it from a source
             try:
-                revision = await asyncio.to_thread(
-                    pull,
-                    self.state_dir,
-                    list(self.config.sources),
-                    tags=self.node_tags,
-                    announcement=announcement,
-                )
+                revision = await self._fetch(announcement)
             except RevisionRefused as exc:
                 self._counts["refused"] += 1
                 self._journal("refused", "announcement" if announcement else "catch-up", str(exc))
@@ -291,6 +286,36 @@ class FleetMember:
             self._journal("failed", action.describe(), f"{type(exc).__name__}: {exc}")
             return
         self._journal("repaired", f"{action.describe()}: {outcome}", None)
+
+    async def _fetch(self, announcement: bytes | None) -> Revision | None:
+        """Verify and fetch in a short-lived child: TUF's client and
+        cryptography never enter the resident agent's memory."""
+        argv = [sys.executable, "-m", "undistro.fleet._child", self.state_dir]
+        argv += [f"--source={s}" for s in self.config.sources]
+        argv += [f"--tag={t}" for t in self.node_tags]
+        if announcement is not None:
+            argv.append(f"--announcement={announcement.hex()}")
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), FETCH_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise FleetError(f"fetching the revision took over {FETCH_TIMEOUT:g} s") from None
+        try:
+            result = json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise FleetError(f"the fetch child failed: {tail[0][:200]}") from None
+        if "refused" in result:
+            raise RevisionRefused(str(result["refused"]))
+        if "error" in result:
+            raise FleetError(str(result["error"]))
+        if result.get("none"):
+            return None
+        return Revision(int(result["revision"]), str(result["sha256"]), str(result["policy_dir"]))
 
 
 def _read_key(path: str) -> str:

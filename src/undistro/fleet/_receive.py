@@ -214,11 +214,6 @@ def _newest_for(meta_dir: str, tags: Sequence[str]) -> tuple[int, str] | None:
     return best
 
 
-def trusted_root(state_dir: str) -> Metadata[Any] | None:
-    """The newest root this node trusts (ngclient keeps it current)."""
-    return _trusted(state_dir, "root")
-
-
 def _trusted(state_dir: str, role: str) -> Metadata[Any] | None:
     from tuf.api.metadata import Metadata
 
