@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import pytest
@@ -49,9 +49,9 @@ def cleanup_stale() -> None:
     for line in out.splitlines():
         name = line.split()[0] if line.split() else ""
         parts = name.split("-")
-        if len(parts) >= 2 and parts[0] == PREFIX and parts[1].isdigit():
-            if not os.path.exists(f"/proc/{parts[1]}"):
-                subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        stale = len(parts) >= 2 and parts[0] == PREFIX and parts[1].isdigit()
+        if stale and not os.path.exists(f"/proc/{parts[1]}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 @contextmanager
@@ -91,8 +91,6 @@ def namespace_hosts(count: int, net: int = 1) -> Iterator[list[Host]]:
                 ["ip", "netns", "pids", name], capture_output=True, text=True
             ).stdout.split()
             for pid in pids:
-                try:
+                with suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), 9)
-                except (ProcessLookupError, ValueError):
-                    pass
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
