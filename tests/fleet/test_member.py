@@ -275,3 +275,32 @@ def test_a_signed_action_is_run_once_and_its_replay_refused(
             await a.stop()
 
     asyncio.run(go())
+
+
+def test_a_fleet_with_no_gossip_runs_from_plain_sources(
+    tmp_path: Path, fleet: Path, cli: RunCli, policy: PolicyDir
+) -> None:
+    from dataclasses import replace
+
+    policy.resources('[[file]]\npath = "/etc/motd"\ncontent = "one\\n"\n')
+    assert cli("fleet", "push", policy, "--fleet", fleet, "--no-announce")[0] == 0
+
+    async def go() -> None:
+        a = Node("a", tmp_path, fleet, [], [])
+        config = fleet_config({"sources": [str(fleet / "repo")]}, hostname="a", where="node.toml")
+        assert config is not None and config.bind is None and config.check_sources_after == 300
+        a.config = replace(config, check_sources_after=0.3)  # seconds, for the test
+        try:
+            await a.start()
+            await asyncio.wait_for(a.got.wait(), 10)
+            assert a.applied == [1]
+            a.got.clear()
+            policy.resources('[[file]]\npath = "/etc/motd"\ncontent = "two\\n"\n')
+            await asyncio.to_thread(cli, "fleet", "push", policy, "--fleet", fleet, "--no-announce")
+            await asyncio.wait_for(a.got.wait(), 10)  # found by the quiet check
+            assert a.applied == [1, 2]
+            assert a.member is not None and a.member.stats()["quiet_checks"] >= 1
+        finally:
+            await a.stop()
+
+    asyncio.run(go())

@@ -319,3 +319,34 @@ def test_unpack_refuses_a_hostile_bundle(tmp_path: Path, entries: object) -> Non
     with pytest.raises(BundleError):
         unpack_bundle(data, str(tmp_path / "out"))
     assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_pull_from_a_git_remote(
+    tmp_path: Path, cli: RunCli, fleet: Path, node: Path, policy: PolicyDir
+) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(fleet / "repo"), *args], check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "t@example.invalid")
+    git("config", "user.name", "t")
+    _push(cli, fleet, _policy(policy, "from git"))
+    git("add", "-A")
+    git("commit", "-q", "-m", "revision 1")
+    source = f"git+file://{fleet / 'repo'}#main"
+    code, _, err = cli("fleet", "pull", "--from", source, "--root", node, "-q")
+    assert (code, err) == (0, ""), err
+    assert (node / "etc/motd").read_text() == "from git\n"
+    _push(cli, fleet, _policy(policy, "second"))
+    git("add", "-A")
+    git("commit", "-q", "-m", "revision 2")
+    assert cli("fleet", "pull", "--from", source, "--root", node, "-q")[0] == 0
+    assert (node / "etc/motd").read_text() == "second\n"
+    code, _, err = cli("fleet", "pull", "--from", "git+file:///nonexistent", "--root", node)
+    assert (
+        code == 1
+        and err.startswith("undistro: cannot fetch from any source")
+        and err.count("\n") == 1
+    )

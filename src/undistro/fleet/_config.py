@@ -7,7 +7,9 @@ Example::
     rpc = "127.0.0.1:7373"            # Serf's RPC address, loopback only
     retry_join = ["10.0.0.1:7946"]    # seeds; a dead seed is retried, never fatal
     encrypt_key_file = "/etc/undistro/fleet.key"   # `serf keygen` output
-    sources = ["/mnt/fleet/repo", "https://mirror.example/fleet"]  # fallback pull
+    sources = ["/mnt/fleet/repo", "https://mirror.example/fleet",
+               "git+https://git.example/fleet-repo.git#main"]  # fallback pull
+    check_sources_after = 3600        # heard nothing for an hour: pull on our own
     [fleet.tags]
     role = "web"
 """
@@ -24,7 +26,7 @@ from undistro.errors import PolicyError
 
 _KEYS = {
     "name", "bind", "rpc", "retry_join", "encrypt_key_file", "tags", "sources",
-    "discover", "serf", "profile",
+    "discover", "serf", "profile", "check_sources_after",
 }  # fmt: skip
 _TAG_RESERVED = ("revision", "generation")  # undistro sets these itself
 
@@ -32,7 +34,7 @@ _TAG_RESERVED = ("revision", "generation")  # undistro sets these itself
 @dataclass(frozen=True)
 class FleetConfig:
     name: str
-    bind: str
+    bind: str | None  # None: no gossip at all, plain sources only
     rpc: str = "127.0.0.1:7373"
     retry_join: tuple[str, ...] = ()
     encrypt_key_file: str | None = None
@@ -41,6 +43,7 @@ class FleetConfig:
     discover: str | None = None  # mDNS cluster name: only inside a network namespace
     serf: str = "serf"
     profile: str = "lan"  # Serf's timing profile: lan, wan or local
+    check_sources_after: float | None = None  # heard nothing this long: pull on our own
 
 
 def fleet_config(table: Mapping[str, Any], *, hostname: str, where: str) -> FleetConfig | None:
@@ -68,10 +71,11 @@ def fleet_config(table: Mapping[str, Any], *, hostname: str, where: str) -> Flee
         return tuple(value)
 
     bind = string("bind")
-    if bind is None:
-        raise bad("bind", "required: the address Serf gossips on (HOST:PORT)")
+    if bind is None and not table.get("sources"):
+        raise bad("bind", "required (the address Serf gossips on) unless 'sources' are given")
     for key, address in [("bind", bind), ("rpc", string("rpc", "127.0.0.1:7373"))]:
-        _check_address(address or "", key, bad)
+        if address is not None:
+            _check_address(address, key, bad)
     rpc = string("rpc", "127.0.0.1:7373") or ""
     if not ipaddress.ip_address(rpc.rpartition(":")[0].strip("[]")).is_loopback:
         raise bad("rpc", "must be a loopback address: Serf's RPC takes orders")
@@ -91,6 +95,12 @@ def fleet_config(table: Mapping[str, Any], *, hostname: str, where: str) -> Flee
     profile = string("profile", "lan") or "lan"
     if profile not in ("lan", "wan", "local"):
         raise bad("profile", "must be one of lan, wan, local")
+    quiet = table.get("check_sources_after")
+    if quiet is not None and (isinstance(quiet, bool) or not isinstance(quiet, int | float)
+                              or quiet < 10):  # fmt: skip
+        raise bad("check_sources_after", "must be a number of seconds, at least 10")
+    if quiet is None and bind is None:
+        quiet = 300.0  # no gossip at all: the sources are the only news
     return FleetConfig(
         name=string("name", hostname) or hostname,
         bind=bind,
@@ -102,6 +112,7 @@ def fleet_config(table: Mapping[str, Any], *, hostname: str, where: str) -> Flee
         discover=string("discover"),
         serf=string("serf", "serf") or "serf",
         profile=profile,
+        check_sources_after=float(quiet) if quiet is not None else None,
     )
 
 

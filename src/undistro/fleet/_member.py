@@ -86,18 +86,46 @@ class FleetMember:
         self._task: asyncio.Task[None] | None = None
         self._work = asyncio.Lock()  # one revision at a time
         self._pulls: set[asyncio.Task[None]] = set()
+        self._quiet: asyncio.TimerHandle | None = None
         self._counts = {"announcements": 0, "applied": 0, "refused": 0, "queries": 0}
-        self._counts.update(actions=0, actions_refused=0)
+        self._counts.update(actions=0, actions_refused=0, quiet_checks=0)
         self._counts["serf_sessions"] = 0
 
     async def start(self) -> None:
+        if self.config.bind is None:
+            # No gossip at all: the sources are the only news.
+            self._spawn_pull(None)
+            self._rearm_quiet()
+            return
         self.backend.subscribe(self._on_service_event)
         status = await self.backend.start(self._serf_spec())
         if status.pid is not None:
             self._spawned.set()  # adopted, or spawned before we subscribed
         self._task = asyncio.get_running_loop().create_task(self._sessions())
+        self._rearm_quiet()
+
+    def _rearm_quiet(self) -> None:
+        """Heard nothing for ``check_sources_after``: pull on our own. Off
+        unless configured (or gossip-less): news comes as events."""
+        if self._quiet is not None:
+            self._quiet.cancel()
+            self._quiet = None
+        after = self.config.check_sources_after
+        if after is None or not self.config.sources:
+            return
+
+        def due() -> None:
+            self._quiet = None
+            self._counts["quiet_checks"] += 1
+            self._spawn_pull(None)
+            self._rearm_quiet()
+
+        self._quiet = asyncio.get_running_loop().call_later(after, due)
 
     async def close(self, *, stop_serf: bool = True) -> None:
+        if self._quiet is not None:
+            self._quiet.cancel()
+            self._quiet = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -108,7 +136,7 @@ class FleetMember:
             await asyncio.wait(self._pulls)
         if self._client is not None:
             await self._client.close()
-        if stop_serf:
+        if stop_serf and self.config.bind is not None:
             with contextlib.suppress(Exception):
                 await self.backend.stop(SERVICE)
 
@@ -120,6 +148,7 @@ class FleetMember:
     def _serf_spec(self) -> ServiceSpec:
         path = os.path.join(trust_dir(self.state_dir), "serf.json")
         os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+        assert self.config.bind is not None
         conf: dict[str, Any] = {
             "node_name": self.config.name,
             "bind": self.config.bind,
@@ -205,6 +234,8 @@ class FleetMember:
         return None
 
     async def _on_event(self, client: SerfClient, event: Event) -> None:
+        if event.kind == "user":
+            self._rearm_quiet()  # the fleet is talking: no need to check on our own
         if event.kind == "user" and event.name == REVISION_EVENT:
             self._counts["announcements"] += 1
             self._spawn_pull(event.payload)

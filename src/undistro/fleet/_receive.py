@@ -146,7 +146,7 @@ def pull(
         metadata_base_url=f"{_SCHEME}metadata/",
         target_base_url=f"{_SCHEME}targets/",
         target_dir=downloads,
-        fetcher=_sources_fetcher(list(sources), announcement),
+        fetcher=_sources_fetcher(_local_sources(top, sources), announcement),
         config=UpdaterConfig(prefix_targets_with_hash=True),
         bootstrap=None,  # the root installed by "fleet trust", kept in metadata_dir
     )
@@ -248,6 +248,46 @@ def _sources_fetcher(sources: Sequence[str], announcement: bytes | None) -> Any:
             raise DownloadHTTPError(f"{rel}: in none of {len(sources)} source(s)", 404)
 
     return SourcesFetcher()
+
+
+def _local_sources(top: str, sources: Sequence[str]) -> list[str]:
+    """Sources as ngclient's fetcher reads them: a git remote becomes the
+    work tree of a shallow clone kept under ``<state>/fleet/git/``. Git only
+    moves the bytes; TUF verifies them exactly as from any other source."""
+    out = []
+    for source in sources:
+        if source.startswith("git+"):
+            clone = _git_checkout(top, source.removeprefix("git+"))
+            if clone is not None:
+                out.append(clone)
+        else:
+            out.append(source)
+    return out
+
+
+def _git_checkout(top: str, remote: str) -> str | None:
+    import hashlib
+    import subprocess
+
+    branch = ""
+    if "#" in remote:
+        remote, branch = remote.split("#", 1)
+    clone = os.path.join(top, "git", hashlib.sha256(remote.encode()).hexdigest()[:16])
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    ref = branch or "HEAD"
+    steps = (
+        [["git", "-C", clone, "fetch", "-q", "--depth", "1", "origin", ref],
+         ["git", "-C", clone, "reset", "-q", "--hard", "FETCH_HEAD"]]
+        if os.path.isdir(os.path.join(clone, ".git"))
+        else [["git", "clone", "-q", "--depth", "1", *(["-b", branch] if branch else []),
+               remote, clone]]
+    )  # fmt: skip
+    for argv in steps:
+        try:
+            subprocess.run(argv, env=env, capture_output=True, timeout=120, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None  # the next source is tried; none answering is reported
+    return clone
 
 
 def _read_source(source: str, rel: str) -> bytes | None:
