@@ -350,3 +350,23 @@ def test_pull_from_a_git_remote(
         and err.startswith("undistro: cannot fetch from any source")
         and err.count("\n") == 1
     )
+
+
+def test_a_source_serving_a_tampered_bundle_is_passed_over(
+    tmp_path: Path, cli: RunCli, fleet: Path, node: Path, policy: PolicyDir
+) -> None:
+    import shutil
+
+    _push(cli, fleet, _policy(policy, "genuine"))
+    liar = tmp_path / "liar"
+    shutil.copytree(fleet / "repo", liar)
+    (bundle,) = (liar / "targets/policy").iterdir()
+    bundle.write_bytes(b"\x00" * len(bundle.read_bytes()))
+    code, _, err = cli(
+        "fleet", "pull", "--from", liar, "--from", fleet / "repo", "--root", node, "-q"
+    )
+    assert code == 0, err
+    assert err == f"undistro: source {liar} served a bad bundle: passed over\n"
+    assert (node / "etc/motd").read_text() == "genuine\n"
+    log = cli("log", "--root", node, "--resource", "fleet:revision")[1]
+    assert f"source {liar}" in log and "served a bundle that failed verification" in log

@@ -489,6 +489,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
     if revision is None:
         print("no newer revision for this node")
         return 0
+    for liar in revision.liars:
+        journal("refused", (f"source {liar}",), error="served a bundle that failed verification")
+        print(f"undistro: source {liar} served a bad bundle: passed over", file=sys.stderr)
     print(f"revision {revision.number} verified (sha256 {revision.sha256[:16]}); applying")
     args.policy_dir = revision.policy_dir
     try:

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 "revision": revision.number,
                 "sha256": revision.sha256,
                 "policy_dir": revision.policy_dir,
+                "liars": list(revision.liars),
             }
     sys.stdout.write(json.dumps(result) + "\n")
     return 0

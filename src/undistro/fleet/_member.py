@@ -346,7 +346,12 @@ class FleetMember:
             raise FleetError(str(result["error"]))
         if result.get("none"):
             return None
-        return Revision(int(result["revision"]), str(result["sha256"]), str(result["policy_dir"]))
+        liars = tuple(str(x) for x in result.get("liars") or ())
+        for liar in liars:
+            self._journal("refused", f"source {liar}", "served a bundle that failed verification")
+        return Revision(
+            int(result["revision"]), str(result["sha256"]), str(result["policy_dir"]), liars
+        )
 
 
 def _read_key(path: str) -> str:

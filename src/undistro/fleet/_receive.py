@@ -49,6 +49,7 @@ class Revision:
     number: int
     sha256: str
     policy_dir: str  # the unpacked, verified policy
+    liars: tuple[str, ...] = ()  # sources that served a bundle failing verification
 
 
 def trust_dir(state_dir: str) -> str:
@@ -146,7 +147,7 @@ def pull(
         metadata_base_url=f"{_SCHEME}metadata/",
         target_base_url=f"{_SCHEME}targets/",
         target_dir=downloads,
-        fetcher=_sources_fetcher(_local_sources(top, sources), announcement),
+        fetcher=(fetcher := _sources_fetcher(_local_sources(top, sources), announcement)),
         config=UpdaterConfig(prefix_targets_with_hash=True),
         bootstrap=None,  # the root installed by "fleet trust", kept in metadata_dir
     )
@@ -162,7 +163,23 @@ def pull(
         info = updater.get_targetinfo(path)
         if info is None:
             raise RevisionRefused(f"target {path} vanished from the verified metadata")
-        local = updater.download_target(info, os.path.join(downloads, f"r{number}.bundle"))
+        liars: list[str] = []
+        while True:
+            try:
+                local = updater.download_target(info, os.path.join(downloads, f"r{number}.bundle"))
+                break
+            except exceptions.LengthOrHashMismatchError:
+                # A lying (or corrupt) source: pass it over, try the next.
+                liar = fetcher.served.get(f"{_SCHEME}targets/{_hashed(path, info)}")
+                if liar is None or liar in fetcher.excluded:
+                    raise
+                fetcher.excluded.add(liar)
+                liars.append(liar)
+                if len(fetcher.excluded) >= len(sources):
+                    raise RevisionRefused(
+                        f"the bundle of revision {number} failed verification from every "
+                        f"source ({len(liars)})"
+                    ) from None
     except exceptions.RepositoryError as exc:
         raise RevisionRefused(f"refused: {_one_line(exc)}") from None
     except exceptions.DownloadError as exc:
@@ -175,23 +192,70 @@ def pull(
     dest = os.path.join(revisions, f"r{number}")
     if not os.path.isdir(dest):
         unpack_bundle(data, dest)
-    return Revision(number, info.hashes["sha256"], dest)
+    return Revision(number, info.hashes["sha256"], dest, tuple(liars))
+
+
+def _hashed(path: str, info: Any) -> str:
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f"{info.hashes['sha256']}.{name}")
 
 
 def mark_applied(state_dir: str, revision: Revision) -> None:
-    """Record ``revision`` as this node's current one (the replay floor)."""
-    record = {"revision": revision.number, "sha256": revision.sha256, "time": time.time()}
+    """Record ``revision`` as the one in force. The floor (the highest ever
+    applied) only rises: a rollback to an older revision does not let a
+    replay of a newer one back in — only a newer push does."""
+    floor = max(revision.number, current_revision(state_dir) or 0)
+    record = {
+        "revision": revision.number,
+        "sha256": revision.sha256,
+        "policy_dir": revision.policy_dir,
+        "floor": floor,
+        "time": time.time(),
+    }
     _write(os.path.join(trust_dir(state_dir), "current.json"), json.dumps(record).encode())
 
 
+def in_force(state_dir: str) -> Revision | None:
+    """The revision this node enforces, if the fleet gave it one."""
+    record = _current(state_dir)
+    if record is None or not os.path.isdir(str(record.get("policy_dir", ""))):
+        return None
+    return Revision(int(record["revision"]), str(record["sha256"]), str(record["policy_dir"]))
+
+
+def previous(state_dir: str) -> Revision | None:
+    """The newest unpacked revision older than the one in force (rollback)."""
+    now = in_force(state_dir)
+    if now is None:
+        return None
+    top = os.path.join(trust_dir(state_dir), "revisions")
+    older = sorted(
+        (int(n[1:]) for n in os.listdir(top) if n[:1] == "r" and n[1:].isdigit()),
+        reverse=True,
+    )
+    for number in older:
+        if number < now.number:
+            return Revision(number, "", os.path.join(top, f"r{number}"))
+    return None
+
+
 def current_revision(state_dir: str) -> int | None:
+    """The floor: the highest revision ever applied here."""
+    record = _current(state_dir)
+    return None if record is None else int(record.get("floor", record["revision"]))
+
+
+def _current(state_dir: str) -> dict[str, Any] | None:
+    path = os.path.join(trust_dir(state_dir), "current.json")
     try:
-        with open(os.path.join(trust_dir(state_dir), "current.json"), "rb") as f:
-            return int(json.loads(f.read())["revision"])
+        with open(path, "rb") as f:
+            record = json.loads(f.read())
+        int(record["revision"])
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError):
-        raise FleetError(f"{trust_dir(state_dir)}/current.json is corrupt") from None
+        raise FleetError(f"{path} is corrupt") from None
+    return record if isinstance(record, dict) else None
 
 
 def _newest_for(meta_dir: str, tags: Sequence[str]) -> tuple[int, str] | None:
@@ -235,6 +299,9 @@ def _sources_fetcher(sources: Sequence[str], announcement: bytes | None) -> Any:
     from tuf.ngclient import FetcherInterface
 
     class SourcesFetcher(FetcherInterface):
+        served: dict[str, str] = {}  # url → the source that answered it
+        excluded: set[str] = set()  # sources caught serving bad bytes
+
         def _fetch(self, url: str) -> Iterator[bytes]:
             rel = url.removeprefix(_SCHEME)
             if rel == "metadata/timestamp.json" and announcement is not None:
@@ -242,12 +309,17 @@ def _sources_fetcher(sources: Sequence[str], announcement: bytes | None) -> Any:
             if ".." in rel.split("/"):
                 raise DownloadHTTPError(f"refused path {rel}", 400)
             for source in sources:
+                if source in self.excluded:
+                    continue
                 data = _read_source(source, rel)
                 if data is not None:
+                    self.served[url] = source
                     return iter([data])
             raise DownloadHTTPError(f"{rel}: in none of {len(sources)} source(s)", 404)
 
-    return SourcesFetcher()
+    fetcher = SourcesFetcher()
+    fetcher.served, fetcher.excluded = {}, set()
+    return fetcher
 
 
 def _local_sources(top: str, sources: Sequence[str]) -> list[str]:
