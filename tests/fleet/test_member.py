@@ -147,8 +147,9 @@ def test_members_apply_announced_revisions_and_answer_status(
                 cli, "fleet", "status", "--rpc", b.rpc, "--timeout", "2"
             )
             assert (code, err) == (0, ""), (out, err)
-            rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
-            assert rows["a"][1:4] == ["1", "3", "0"]
+            rows = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
+            assert rows["a"][1:5] == ["1", "3", "-", "0"]  # revision, kept, repaired, failed
+            assert out.splitlines()[-1] == "2 answered, 0 silent, 0 failed"
             assert rows["b"][1] == "None"
 
             # kill -9 Serf: the builtin supervisor restarts it, the member

@@ -72,9 +72,10 @@ examples:
 
 STATUS_HELP = """\
 Ask the fleet how it is: a Serf query that each node's agent answers from
-its own state (policy revision, promises kept and failed, services, last
-run), in under 1 KB. Nodes that are alive but did not answer in time are
-listed too. --tag KEY=REGEX asks only the matching nodes.
+its own state (policy revision, promises kept, repaired and failed,
+services up and failed, last error, RSS), in under 1 KB. Nodes that are
+alive but did not answer in time, and nodes Serf reports failed, are
+named. --tag KEY=REGEX asks only the matching nodes.
 
 examples:
   undistro fleet status
@@ -368,15 +369,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     tags = _tag_filter(args.tag)
     address = rpc_address(args.rpc)
 
-    async def ask() -> tuple[dict[str, bytes], list[str]]:
+    async def ask() -> tuple[dict[str, bytes], list[str], list[str]]:
         async with await SerfClient.connect(address) as client:
-            alive = [m.name for m in await client.members(tags) if m.status == "alive"]
+            members = await client.members(tags)
+            alive = [m.name for m in members if m.status == "alive"]
+            failed = [m.name for m in members if m.status == "failed"]
             answers: dict[str, bytes] = {}
             async for reply in client.query(STATUS_QUERY, timeout=args.timeout, tags=tags):
                 answers[reply.node] = reply.payload
-            return answers, alive
+            return answers, alive, failed
 
-    answers, alive = asyncio.run(ask())
+    answers, alive, failed = asyncio.run(ask())
     rows: dict[str, dict[str, object]] = {}
     for node, payload in answers.items():
         try:
@@ -385,23 +388,36 @@ def cmd_status(args: argparse.Namespace) -> int:
         except ValueError:
             rows[node] = {"error": "unreadable answer"}
     silent = sorted(set(alive) - set(rows))
+    dead = sorted(set(failed) - set(rows))
     if args.json:
         for node in sorted(rows):
             sys.stdout.write(json.dumps({"node": node, **rows[node]}, sort_keys=True) + "\n")
         for node in silent:
             sys.stdout.write(json.dumps({"node": node, "answered": False}) + "\n")
+        for node in dead:
+            sys.stdout.write(json.dumps({"node": node, "answered": False, "failed": True}) + "\n")
     else:
-        width = max([len(n) for n in [*rows, *silent]] + [4])
-        print(f"{'NODE':<{width}}  {'REVISION':<8}  {'KEPT':>5}  {'FAILED':>6}  LAST RUN")
+        width = max([len(n) for n in [*rows, *silent, *dead]] + [4])
+        print(
+            f"{'NODE':<{width}}  {'REVISION':<8}  {'KEPT':>5}  {'REPAIRED':>8}  {'FAILED':>6}"
+            f"  {'SERVICES':>8}  {'RSS MB':>6}  LAST ERROR"
+        )
         for node in sorted(rows):
             r = rows[node]
+            up, down = r.get("services_up", 0), r.get("services_failed", 0)
             print(
                 f"{node:<{width}}  {r.get('revision', '-')!s:<8}  {r.get('kept', '-')!s:>5}"
-                f"  {r.get('failed', '-')!s:>6}  {r.get('last_run', r.get('error', '-'))}"
+                f"  {r.get('repaired', '-')!s:>8}  {r.get('failed', '-')!s:>6}"
+                f"  {f'{up} up' + (f' {down} failed' if down else ''):>8}"
+                f"  {r.get('rss_mb', '-')!s:>6}  {r.get('last_error') or r.get('error') or '-'}"
             )
         for node in silent:
             print(f"{node:<{width}}  (alive, did not answer within {args.timeout:g} s)")
-    return 1 if silent else 0
+        for node in dead:
+            print(f"{node:<{width}}  (failed: Serf cannot reach it)")
+        answered = len(rows)
+        print(f"{answered} answered, {len(silent)} silent, {len(dead)} failed")
+    return 1 if silent or dead else 0
 
 
 def cmd_operator(args: argparse.Namespace) -> int:

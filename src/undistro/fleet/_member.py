@@ -87,6 +87,8 @@ class FleetMember:
         self._work = asyncio.Lock()  # one revision at a time
         self._pulls: set[asyncio.Task[None]] = set()
         self._quiet: asyncio.TimerHandle | None = None
+        self._lost: set[str] = set()  # members seen failed, not yet back
+        self._catching_up = False
         self._counts = {"announcements": 0, "applied": 0, "refused": 0, "queries": 0}
         self._counts.update(actions=0, actions_refused=0, quiet_checks=0)
         self._counts["serf_sessions"] = 0
@@ -211,7 +213,8 @@ class FleetMember:
             self._counts["serf_sessions"] += 1
             try:
                 events = client.stream(
-                    f"user:{REVISION_EVENT},user:{ACTION_EVENT},query:{STATUS_QUERY}"
+                    f"user:{REVISION_EVENT},user:{ACTION_EVENT},query:{STATUS_QUERY},"
+                    "member-failed,member-join"
                 )
                 self._spawn_pull(None)
                 async for event in events:
@@ -236,6 +239,19 @@ class FleetMember:
     async def _on_event(self, client: SerfClient, event: Event) -> None:
         if event.kind == "user":
             self._rearm_quiet()  # the fleet is talking: no need to check on our own
+        if event.kind == "member-failed":
+            self._lost.update(m.name for m in event.members)
+            return
+        if event.kind == "member-join":
+            back = self._lost & {m.name for m in event.members}
+            if back:
+                # A partition healed: whatever was announced meanwhile did
+                # not reach one side. One catch-up, however many come back.
+                self._lost -= back
+                if not self._catching_up:
+                    self._catching_up = True
+                    self._spawn_pull(None)
+            return
         if event.kind == "user" and event.name == REVISION_EVENT:
             self._counts["announcements"] += 1
             self._spawn_pull(event.payload)
@@ -265,6 +281,15 @@ class FleetMember:
         """Verify, fetch and hand over one revision (None: catch up from sources)."""
         if announcement is None and not self.config.sources:
             return
+        if announcement is None:
+            self._catching_up = True
+        try:
+            await self._revision_locked(announcement)
+        finally:
+            if announcement is None:
+                self._catching_up = False
+
+    async def _revision_locked(self, announcement: bytes | None) -> None:
         async with self._work:
             if announcement is not None and is_known(self.state_dir, announcement):
                 return  # the catch-up pull already took it from a source
