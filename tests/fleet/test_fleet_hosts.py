@@ -210,3 +210,61 @@ def test_a_fleet_of_five(five: list[FleetNode], fleet_dir: Path, policy: PolicyD
     _wait(lambda: all(n.motd() == "four\n" for n in web), 30, "revision 4 from the plain source")
     log = web[0].run("log", "--root", str(web[0].root), "--resource", "fleet:revision")
     assert "applied revision 4" in log.stdout
+
+
+@pytest.fixture
+def three(short_tmp: Path, fleet_dir: Path) -> Iterator[list[FleetNode]]:
+    with namespace_hosts(3, net=2) as hosts:
+        nodes = [FleetNode(h, short_tmp, fleet_dir, hosts[0].address, ["web"]) for h in hosts]
+        try:
+            for node in nodes:
+                node.start()
+            _wait(lambda: _alive(nodes[0]) == 3, 30, "3 alive members")
+            yield nodes
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+def test_signed_actions_on_real_agents(
+    three: list[FleetNode], fleet_dir: Path, policy: PolicyDir
+) -> None:
+    for text in ("one", "two"):
+        _motd(policy, text)
+        assert three[0].run("fleet", "push", str(policy), "--fleet", str(fleet_dir)).returncode == 0
+        _wait(lambda t=text: all(n.motd() == f"{t}\n" for n in three), 20, f"revision {text}")
+
+    # converge: drift on one node, repaired by a signed action from another.
+    (three[2].root / "etc/motd").write_text("drifted\n")
+    _wait(lambda: three[2].motd() == "two\n", 10, "the agent's own repair")  # inotify, first
+    out = three[1].run("fleet", "run", "converge", "--fleet", str(fleet_dir))
+    assert out.returncode == 0, out.stderr
+
+    def journalled(node: FleetNode, text: str) -> bool:
+        log = node.run("log", "--root", str(node.root), "--resource", "fleet:revision", "-n", "20")
+        return text in log.stdout
+
+    _wait(lambda: all(journalled(n, "converge (#") for n in three), 15, "converge journalled")
+
+    # rollback: every node returns to the previous revision, and stays there.
+    out = three[0].run("fleet", "run", "rollback", "--fleet", str(fleet_dir))
+    assert out.returncode == 0, out.stderr
+    _wait(lambda: all(n.motd() == "one\n" for n in three), 20, "rolled back to revision 1")
+    assert all(journalled(n, "rolled back to revision 1") for n in three)
+
+    # A replay of an old action is refused (and journalled), nothing runs.
+    from undistro.fleet._actions import sign_action
+    from undistro.fleet._publish import load_operator
+
+    signer, _ = load_operator(str(fleet_dir), "admin")
+    stale = sign_action(signer, "converge", sequence=1)  # below every floor
+    raw = three[0].host.argv(
+        sys.executable, "-c",
+        "import asyncio,sys; from undistro.fleet import SerfClient\n"
+        "async def m():\n"
+        " async with await SerfClient.connect('127.0.0.1:7373') as c:\n"
+        "  await c.user_event('undistro-action', bytes.fromhex(sys.argv[1]))\n"
+        "asyncio.run(m())", stale.hex(),
+    )  # fmt: skip
+    assert subprocess.run(raw, capture_output=True).returncode == 0
+    _wait(lambda: all(journalled(n, "replayed") for n in three), 15, "replay refused")
