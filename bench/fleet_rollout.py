@@ -169,14 +169,11 @@ def run(n: int, pushes: int) -> dict[str, object]:
         rss = [x.rss_kb() for x in nodes]
         repo = fleet / "repo"
         ts = (repo / "metadata/timestamp.json").stat().st_size
-        latest = lambda role: (
-            max(  # noqa: E731
-                (p for p in (repo / "metadata").glob(f"*.{role}.json")),
-                key=lambda p: int(p.name.split(".")[0]),
-            )
-            .stat()
-            .st_size
-        )
+
+        def latest(role: str) -> int:
+            files = (repo / "metadata").glob(f"*.{role}.json")
+            return max(files, key=lambda p: int(p.name.split(".")[0])).stat().st_size
+
         bundle = (
             max((repo / "targets/policy").iterdir(), key=lambda p: p.stat().st_mtime).stat().st_size
         )
