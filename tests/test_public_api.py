@@ -1,11 +1,12 @@
 import undistro
 import undistro.engine
+import undistro.fleet
 import undistro.policy
 import undistro.resources
 
 
 def test_packages_reexport_their_public_surface() -> None:
-    for module in (undistro, undistro.engine, undistro.policy, undistro.resources):
+    for module in (undistro, undistro.engine, undistro.fleet, undistro.policy, undistro.resources):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
 

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "undistro.commands.kegs",
     "undistro.commands.gen",
     "undistro.commands.services",
+    "undistro.commands.fleet",
 ]
 
 DESCRIPTION = """\

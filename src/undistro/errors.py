@@ -85,3 +85,7 @@ class ArtifactError(KegError, ValueError):
 class GenerationError(KegError):
     """A profile generation cannot be built, switched or found; the current
     generation is unchanged."""
+
+
+class FleetError(UndistroError, RuntimeError):
+    """The fleet cannot be reached or refused: Serf, peers, signatures."""

@@ -40,6 +40,7 @@ from undistro.events._binding import IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOV
 from undistro.resources import Watch
 
 if TYPE_CHECKING:
+    from undistro.fleet import FleetMember
     from undistro.supervisor import ServiceEvent, ServiceSpec, Supervisors
 
 POLICY_KEY = "@policy"
@@ -87,6 +88,7 @@ class Agent:
         self._lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.services: Supervisors | None = None
+        self._fleet: FleetMember | None = None
         self._counts = {
             "wakeups": 0,
             "checks": 0,
@@ -120,6 +122,7 @@ class Agent:
         # its own events (and anything else already queued) before "ready".
         await self._take_inotify()
         await self._control.start()
+        await self._join_fleet()
         loop.add_reader(self.watcher.fileno(), self._on_inotify)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload("SIGHUP")))
         if self.audit_every:
@@ -130,6 +133,8 @@ class Agent:
         finally:
             loop.remove_reader(self.watcher.fileno())
             await self._control.close()
+            if self._fleet is not None:
+                await self._fleet.close()  # Serf leaves: the fleet sees this node go
             async with self._lock:  # let a run in progress finish
                 for task in list(self._tasks):
                     task.cancel()
@@ -150,6 +155,82 @@ class Agent:
         )
         self.services.subscribe(self._on_service_event)
         self.converger.host_services(self.services)
+
+    # -- the fleet: one more event source (undistro.fleet) -------------------
+
+    async def _join_fleet(self) -> None:
+        node = self.converger.node
+        if not node.fleet or self.services is None:
+            return
+        from undistro.fleet import start_fleet
+
+        self._fleet = await start_fleet(
+            self,
+            node_fleet=node.fleet,
+            hostname=node.hostname,
+            node_tags=node.tags,
+            where=node.config_path or "node.toml",
+            state_dir=self.converger.state_dir,
+            backend=await self.services.backend("builtin"),
+        )
+        self._log(f"fleet: joining as {self._fleet.config.name}" if self._fleet else "fleet: off")
+
+    async def switch_policy(self, policy_dir: str, cause: str) -> bool:
+        """Enforce ``policy_dir`` (a verified fleet revision) the way a changed
+        policy directory is reloaded; the old one stays if it is invalid."""
+        old = self.converger.policy_dir
+        self.converger.policy_dir = os.path.abspath(policy_dir)
+        if await self._reload(cause) == REJECTED:
+            self.converger.policy_dir = old
+            self._declare_policy()
+            await self._sync_watches()
+            return False
+        self._policy_dirs = _walk_dirs(self.converger.policy_dir)
+        return True
+
+    async def converge_all(self, cause: str) -> str:
+        await self._converge(None, {}, cause)
+        failed = sum(1 for p in self._promises.values() if p.state == "failed")
+        return f"converged, {failed} failed"
+
+    async def restart_service(self, name: str, cause: str) -> str:
+        reply = await self._service_command({"action": "restart", "name": name})
+        if not reply.get("ok"):
+            raise RuntimeError(str(reply.get("error")))
+        return f"restarted {name} (pid {reply.get('pid')})"
+
+    def fleet_summary(self) -> dict[str, Any]:
+        """This node in under 1 KB, most important first (the fleet drops
+        fields from the end to fit Serf's response limit)."""
+        from undistro.fleet._receive import in_force
+
+        stats = self.stats()
+        promises = stats["promises"]
+        revision = in_force(self.converger.state_dir)
+        services = self.services.stats() if self.services is not None else {}
+        phases = [entry.get("phase") for entry in services.values()]
+        return {
+            "revision": revision.number if revision else None,
+            "kept": promises.get("kept", 0),
+            "repaired": promises.get("repaired", 0),
+            "failed": promises.get("failed", 0),
+            "services_up": phases.count("running"),
+            "services_failed": phases.count("failed"),
+            "last_error": (stats["policy"]["last_error"] or "")[:200] or None,
+            "rss_mb": round(stats["rss_bytes"] / 1e6, 1),
+            "policy": stats["policy"]["name"],
+        }
+
+    def journal_fleet(self, outcome: str, what: str, error: str | None) -> None:
+        from undistro.state import JournalEntry, new_run_id
+
+        entry = JournalEntry(
+            time.time(), new_run_id(), "fleet:revision", outcome, what, (), error=error
+        )
+        self.converger.store.commit(journal=[entry])
+
+    def log(self, message: str) -> None:
+        self._log(message)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as a task the agent keeps (and cancels on exit)."""

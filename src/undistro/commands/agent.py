@@ -112,6 +112,12 @@ def run_agent(args: argparse.Namespace) -> int:
 
     session = open_session(args)
     policy_dir = args.policy_dir or session.node.policy
+    if session.node.fleet:
+        from undistro.fleet import policy_for_agent
+
+        policy_dir = args.policy_dir or policy_for_agent(
+            session.state_dir, session.node.fleet, session.node.policy
+        )
     if not policy_dir:
         raise UsageError("no POLICY_DIR given and the node config names none ('policy')")
     converger = Converger(

@@ -8,6 +8,9 @@ Example node.toml::
     # state_dir = "/var/lib/undistro"
     [vars]                         # node-level variables, override the policy's
     datacenter = "fra1"
+    [fleet]                        # join a gossip fleet: see docs/fleet.md
+    bind = "10.0.0.5:7946"
+    retry_join = ["10.0.0.1:7946"]
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 from undistro.errors import PolicyError
 
 DEFAULT_NODE_CONFIG = "/etc/undistro/node.toml"
-_KEYS = {"policy", "tags", "hostname", "state_dir", "vars", "audit_every"}
+_KEYS = {"policy", "tags", "hostname", "state_dir", "vars", "audit_every", "fleet"}
 
 
 class Node:
@@ -34,6 +37,7 @@ class Node:
         self.state_dir = "/var/lib/undistro"
         self.vars: dict[str, Any] = {}
         self.audit_every: float | None = None
+        self.fleet: dict[str, Any] = {}  # [fleet]: read by undistro.fleet, not here
 
     def facts(self) -> dict[str, Any]:
         return gather_facts(self)
@@ -74,6 +78,10 @@ def load_node(root: str = "/", config: str | None = None, extra_tags: Sequence[s
         if not isinstance(node_vars, dict):
             raise ValueError("'vars' must be a table")
         node.vars = node_vars
+        fleet = data.get("fleet", {})
+        if not isinstance(fleet, dict):
+            raise ValueError("'fleet' must be a table")
+        node.fleet = fleet
         audit = data.get("audit_every")
         if audit is not None:
             if isinstance(audit, bool) or not isinstance(audit, int | float) or audit <= 0:
