@@ -51,6 +51,7 @@ TITLES = {
     "undistro.commands.services": "services",
     "undistro.commands.kegs": "software: kegs and generations",
     "undistro.commands.gen": "software: kegs and generations",
+    "undistro.commands.fleet": "the fleet: machines that gossip, no control node",
 }
 
 

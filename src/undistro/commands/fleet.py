@@ -154,7 +154,9 @@ COMMANDS = ("fleet",)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    group = command_group(sub, "fleet", "the gossip fleet (Serf): members", FLEET_HELP)
+    group = command_group(
+        sub, "fleet", "keys, signed revisions and actions, members, status", FLEET_HELP
+    )
     p = group.add_parser(
         "members",
         help="list the fleet's members",
