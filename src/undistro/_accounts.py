@@ -15,6 +15,8 @@ import fcntl
 import os
 from collections.abc import Iterator
 
+from undistro._rootfs import RootFS
+
 # Field counts of each database; a line with another count is kept verbatim.
 _WIDTH = {"passwd": 7, "group": 4, "shadow": 9, "gshadow": 4}
 
@@ -54,11 +56,10 @@ def etc(root: str, name: str) -> str:
 
 
 def read_table(root: str, name: str) -> Table:
-    path = etc(root, name)
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
-    except FileNotFoundError:
+        with RootFS(root) as fs:
+            text = fs.read(f"/etc/{name}").decode("utf-8", "surrogateescape")
+    except (FileNotFoundError, NotADirectoryError):
         return Table(name, [], exists=False)
     rows = []
     for line in text.splitlines():
@@ -72,35 +73,30 @@ def read_table(root: str, name: str) -> Table:
 
 
 def write_table(root: str, table: Table, mode: int) -> None:
-    """Replace one database atomically and durably."""
-    path = etc(root, table.name)
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f"+{table.name}.undistro-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        with contextlib.suppress(FileNotFoundError):
-            st = os.stat(path)
-            os.fchown(fd, st.st_uid, st.st_gid)
-        os.write(fd, table.render())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Replace one database atomically and durably (under the root only:
+    every open and rename goes through :class:`RootFS`)."""
+    path = f"/etc/{table.name}"
+    tmp = f"/etc/+{table.name}.undistro-tmp"
+    with RootFS(root) as fs:
+        fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode, parents=True)
+        try:
+            os.fchmod(fd, mode)
+            with contextlib.suppress(FileNotFoundError):
+                st = fs.lstat(path)
+                os.fchown(fd, st.st_uid, st.st_gid)
+            os.write(fd, table.render())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fs.replace(tmp, path)
+        fs.fsync_dir("/etc")
 
 
 @contextlib.contextmanager
 def locked(root: str) -> Iterator[None]:
     """Hold the shadow tools' lock (lckpwdf) while editing."""
-    directory = os.path.join(root, "etc")
-    os.makedirs(directory, exist_ok=True)
-    fd = os.open(os.path.join(directory, ".pwd.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    with RootFS(root) as fs:
+        fd = fs.open("/etc/.pwd.lock", os.O_WRONLY | os.O_CREAT, 0o600, parents=True)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX)
         yield
