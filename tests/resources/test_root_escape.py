@@ -1,0 +1,370 @@
+"""Nothing under ``--root`` may lead a write out of the root (issue 8).
+
+Each test is a reproduction through the CLI (or a real agent process) that
+wrote outside the root before paths were resolved by ``undistro._rootfs``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.agent.conftest import AgentProc, wait_until
+from tests.conftest import PolicyDir, RunCli
+from undistro.state import StateStore
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A host directory that must stay untouched (beside the root)."""
+    path = tmp_path / "outside"
+    path.mkdir()
+    return path
+
+
+def untouched(directory: Path) -> None:
+    assert sorted(os.listdir(directory)) == [], f"written outside the root: {directory}"
+
+
+def inside(root: Path, host_path: Path | str) -> Path:
+    """Where an absolute link target lands when the root is taken as ``/``."""
+    return root / str(host_path).lstrip("/")
+
+
+# -- a symlink in the root pointing out of it ------------------------------
+
+
+def test_symlinked_etc_keeps_a_file_inside_the_root(
+    cli: RunCli, policy: PolicyDir, root: Path, outside: Path
+) -> None:
+    (root / "etc").symlink_to(outside)
+    policy.resources('[[file]]\npath = "/etc/esc.conf"\ncontent = "x\\n"\n')
+    code, _, err = cli("apply", policy, "--root", root, "-q")
+    assert code == 0, err
+    untouched(outside)
+    # The absolute target is taken inside the root, as RESOLVE_IN_ROOT does.
+    assert (inside(root, outside) / "esc.conf").read_text() == "x\n"
+    # and a no-op stays a no-op through the link.
+    code, out, _ = cli("apply", policy, "--root", root)
+    assert code == 0 and "repaired" not in out.replace("0 repaired", "")
+
+
+def test_dotdot_in_a_link_target_stops_at_the_root(
+    cli: RunCli, policy: PolicyDir, root: Path, outside: Path
+) -> None:
+    # ROOT/etc -> ../outside (relative) and ROOT/up -> ../../../../..: '..'
+    # never climbs above the root.
+    (root / "etc").symlink_to("../outside")
+    (root / "up").symlink_to("../../../../../../..")
+    policy.resources(
+        '[[file]]\npath = "/etc/esc.conf"\ncontent = "x\\n"\n'
+        '[[file]]\npath = "/up/esc2.conf"\ncontent = "y\\n"\n'
+    )
+    code, _, err = cli("apply", policy, "--root", root, "-q")
+    assert code == 0, err
+    untouched(outside)
+    assert (root / "outside" / "esc.conf").read_text() == "x\n"
+    assert (root / "esc2.conf").read_text() == "y\n"
+    assert not (root.parent / "esc2.conf").exists()
+
+
+def test_symlinked_etc_keeps_account_databases_inside_the_root(
+    cli: RunCli, policy: PolicyDir, root: Path, outside: Path
+) -> None:
+    (root / "etc").symlink_to(outside)
+    policy.resources('[[group]]\nname = "web"\ngid = 3001\n')
+    code, _, err = cli("apply", policy, "--root", root, "-q")
+    assert code == 0, err
+    untouched(outside)  # neither group nor .pwd.lock
+    assert "web:x:3001:" in (inside(root, outside) / "group").read_text()
+
+
+def test_state_dir_behind_a_symlink_out_of_the_root_is_refused(
+    cli: RunCli, policy: PolicyDir, root: Path, outside: Path
+) -> None:
+    (root / "var").symlink_to(outside)
+    policy.resources('[[file]]\npath = "/etc/motd"\ncontent = "x\\n"\n')
+    code, _, err = cli("apply", policy, "--root", root)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"{root}/var is a symlink to {outside}, out of the root" in lines[0]
+    untouched(outside)
+    assert not (root / "etc" / "motd").exists()  # nothing changed
+
+
+def test_node_config_behind_a_symlink_out_of_the_root_is_refused(
+    cli: RunCli, policy: PolicyDir, root: Path, outside: Path
+) -> None:
+    (outside / "node.toml").write_text('policy = "/nonexistent"\n')
+    (root / "etc").mkdir()
+    (root / "etc" / "undistro").symlink_to(outside)
+    policy.resources('[[file]]\npath = "/etc/motd"\ncontent = "x\\n"\n')
+    code, _, err = cli("apply", policy, "--root", root)
+    assert code != 0
+    assert err.count("\n") == 1 and f"{root}/etc/undistro is a symlink to {outside}" in err
+    assert not (root / "etc" / "motd").exists()
+
+
+def test_a_symlink_inside_the_root_is_followed_inside_it(
+    cli: RunCli, policy: PolicyDir, root: Path
+) -> None:
+    # /var/run -> /run, as on every Debian: the state dir below it is fine.
+    (root / "run").mkdir()
+    (root / "var").mkdir()
+    (root / "var" / "run").symlink_to("/run")
+    policy.resources('[[file]]\npath = "/var/run/app.pid"\ncontent = "1\\n"\n')
+    code, _, err = cli("apply", policy, "--root", root, "-q")
+    assert code == 0, err
+    assert (root / "run" / "app.pid").read_text() == "1\n"
+
+
+# -- the policy's own symlink -------------------------------------------------
+
+
+def test_policy_symlink_to_a_host_dir_does_not_write_on_the_host(
+    cli: RunCli, policy: PolicyDir, root: Path, outside: Path
+) -> None:
+    policy.resources(
+        f'[[symlink]]\npath = "/srv/link"\ntarget = "{outside}"\n'
+        '[[file]]\npath = "/srv/link/x"\ncontent = "x\\n"\nrequires = ["symlink:/srv/link"]\n'
+    )
+    code, _, err = cli("apply", policy, "--root", root, "-q")
+    assert code == 0, err
+    untouched(outside)
+    assert os.readlink(root / "srv" / "link") == str(outside)
+    assert (inside(root, outside) / "x").read_text() == "x\n"
+
+
+# -- a declared directory replaced by a symlink -----------------------------
+
+
+DECLARED = (
+    '[[directory]]\npath = "/etc/d"\nmode = "0755"\n'
+    '[[file]]\npath = "/etc/d/s.conf"\ncontent = "s\\n"\nmode = "0644"\n'
+)
+
+
+def test_declared_directory_replaced_by_a_symlink_fails_its_files(
+    cli: RunCli, policy: PolicyDir, root: Path, outside: Path
+) -> None:
+    policy.resources(DECLARED)
+    assert cli("apply", policy, "--root", root, "-q")[0] == 0
+    (root / "etc" / "d").rename(root / "etc" / "d.moved")
+    (root / "etc" / "d").symlink_to(outside)
+    code, out, _ = cli("apply", policy, "--root", root)
+    assert code != 0
+    assert "directory:/etc/d" in out and "is a symlink, not a directory" in out
+    untouched(outside)
+    # Checked alone (as the agent does on an event), the file fails too.
+    from undistro.engine import Engine
+    from undistro.policy import load_node, load_policy
+
+    node = load_node(str(root), None, ())
+    compiled = load_policy(str(policy), node, node.facts())
+    store = StateStore(str(root / "var/lib/undistro"))
+    summary = Engine(compiled, root=str(root), state=store, facts=node.facts()).run(
+        ["file:/etc/d/s.conf"]
+    )
+    result = summary.results["file:/etc/d/s.conf"]
+    assert result.status == "failed"
+    assert "is a symlink, but the policy declares a directory there" in (result.error or "")
+    untouched(outside)
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[AgentProc]:
+    root = tmp_path / "root"
+    root.mkdir()
+    handle = AgentProc(tmp_path / "p", root, tmp_path / "agent.log")
+    try:
+        yield handle
+    finally:
+        handle.kill()
+
+
+def test_agent_never_repairs_a_file_through_a_swapped_in_symlink(
+    agent: AgentProc, outside: Path
+) -> None:
+    (agent.policy / "policy").mkdir(parents=True)
+    (agent.policy / "undistro.toml").write_text('name = "escape"\n')
+    (agent.policy / "policy" / "main.toml").write_text(DECLARED)
+    agent.start()
+    assert agent.path("/etc/d/s.conf").read_text() == "s\n"
+    agent.path("/etc/d").rename(agent.path("/etc/d.moved"))
+    agent.path("/etc/d").symlink_to(outside)
+    wait_until(lambda: "failed directory:/etc/d" in agent.log(), what="directory failed")
+    wait_until(
+        lambda: "file:/etc/d/s.conf" in agent.log().split("failed directory:/etc/d", 1)[1],
+        what="file checked",
+    )
+    # Poke the file's parent as a writer would: still nothing outside.
+    (agent.path("/etc/d.moved") / "s.conf").write_text("drift\n")
+    untouched(outside)
+    status = agent.status()["resources"]
+    assert status["file:/etc/d/s.conf"]["state"] in ("failed", "skipped"), status
+    assert agent.terminate() == 0
+    untouched(outside)
+
+
+# -- hard links ------------------------------------------------------------
+
+
+def test_hard_linked_file_gets_its_own_inode_not_a_chmod(
+    cli: RunCli, policy: PolicyDir, root: Path, tmp_path: Path
+) -> None:
+    victim = tmp_path / "shadow"  # stands for /etc/shadow, elsewhere on the fs
+    victim.write_text("root:secret\n")
+    victim.chmod(0o640)
+    (root / "etc").mkdir()
+    os.link(victim, root / "etc" / "app.conf")
+    policy.resources(
+        '[[file]]\npath = "/etc/app.conf"\ncontent = "root:secret\\n"\nmode = "0644"\n'
+    )
+    code, out, err = cli("apply", policy, "--root", root)
+    assert code == 0, err
+    assert "own copy" in out
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o640  # the other name kept its mode
+    managed = (root / "etc" / "app.conf").stat()
+    assert stat.S_IMODE(managed.st_mode) == 0o644 and managed.st_nlink == 1
+    assert victim.stat().st_nlink == 1
+    # Writes through the other name no longer reach the managed file.
+    victim.write_text("changed\n")
+    assert (root / "etc" / "app.conf").read_text() == "root:secret\n"
+
+
+def test_hard_linked_file_without_content_is_copied_for_a_mode_change(
+    cli: RunCli, policy: PolicyDir, root: Path, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"\x00binary\xff")
+    victim.chmod(0o600)
+    (root / "etc").mkdir()
+    os.link(victim, root / "etc" / "keep")
+    policy.resources('[[file]]\npath = "/etc/keep"\nmode = "0644"\n')
+    code, _, err = cli("apply", policy, "--root", root, "-q")
+    assert code == 0, err
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert (root / "etc" / "keep").read_bytes() == b"\x00binary\xff"
+    assert stat.S_IMODE((root / "etc" / "keep").stat().st_mode) == 0o644
+
+
+# -- special files, loops, long names ------------------------------------------
+
+
+def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    return subprocess.run(
+        [sys.executable, "-m", "undistro.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": src},
+    )
+
+
+@pytest.mark.parametrize("kind", ["fifo", "chardev", "socket"])
+def test_special_file_where_a_file_is_declared_is_refused_unopened(
+    policy: PolicyDir, root: Path, kind: str
+) -> None:
+    (root / "etc").mkdir()
+    target = root / "etc" / "x.conf"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "chardev":
+        if os.geteuid() != 0:
+            pytest.skip("machine limit: making a device node needs root")
+        os.mknod(target, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null
+    else:
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(target))
+        sock.close()
+    policy.resources('[[file]]\npath = "/etc/x.conf"\ncontent = "x\\n"\n')
+    for command in ("plan", "apply"):
+        proc = _run([command, str(policy), "--root", str(root)])  # a hang is a timeout
+        assert proc.returncode != 0 or command == "plan"
+        word = {"fifo": "FIFO", "chardev": "character device", "socket": "socket"}[kind]
+        assert f"is a {word}, not a file" in proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not stat.S_ISREG(target.lstat().st_mode)
+
+
+def test_symlink_loop_fails_without_escaping(
+    cli: RunCli, policy: PolicyDir, root: Path, outside: Path
+) -> None:
+    (root / "etc").mkdir()
+    (root / "etc" / "a").symlink_to("b")
+    (root / "etc" / "b").symlink_to("/etc/a")
+    policy.resources('[[file]]\npath = "/etc/a/x"\ncontent = "x\\n"\n')
+    code, out, err = cli("apply", policy, "--root", root)
+    assert code != 0
+    assert "Too many levels of symbolic links" in out
+    assert "Traceback" not in out + err
+
+
+def test_name_at_name_max_is_written(cli: RunCli, policy: PolicyDir, root: Path) -> None:
+    name = "n" * 255
+    policy.resources(
+        f'[[file]]\npath = "/d/{name}"\ncontent = "x\\n"\n'
+        f'[[symlink]]\npath = "/d/{"l" * 255}"\ntarget = "{name}"\n'
+    )
+    code, out, err = cli("apply", policy, "--root", root)
+    assert code == 0, out + err
+    assert (root / "d" / name).read_text() == "x\n"
+    assert os.readlink(root / "d" / ("l" * 255)) == name
+    assert [n for n in os.listdir(root / "d") if n.startswith(".")] == []
+
+
+# -- a link swapped in between probe and write ----------------------------------
+
+
+def test_symlink_swapped_in_after_probe_is_not_written_through(
+    cli: RunCli,
+    policy: PolicyDir,
+    root: Path,
+    outside: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from undistro.resources.file import File
+
+    (root / "etc").mkdir()
+    policy.resources('[[file]]\npath = "/etc/esc.conf"\ncontent = "x\\n"\n')
+    plan = File.plan
+
+    def swap_then_plan(self: File, state: object) -> object:
+        # Between the probe (done) and the write (next): ROOT/etc becomes
+        # a link out of the root.
+        (root / "etc").rename(root / "etc.old")
+        (root / "etc").symlink_to(outside)
+        return plan(self, state)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(File, "plan", swap_then_plan)
+    cli("apply", policy, "--root", root, "-q")
+    untouched(outside)
+    # The write went to the directory that was probed, wherever it now is.
+    assert (root / "etc.old" / "esc.conf").read_text() == "x\n"
+
+
+def test_leftover_temp_files_of_a_killed_run_are_swept(
+    cli: RunCli, policy: PolicyDir, root: Path
+) -> None:
+    policy.resources(
+        '[[file]]\npath = "/etc/a"\ncontent = "a\\n"\n'
+        # A managed name that happens to match the pattern is never swept.
+        '[[file]]\npath = "/etc/.b.undistro-tmp"\ncontent = "b\\n"\n'
+    )
+    assert cli("apply", policy, "--root", root, "-q")[0] == 0
+    stale = [root / "etc" / ".a~123-0badcafe.undistro-tmp", root / "etc" / ".a.undistro-tmp"]
+    for path in stale:
+        path.write_text("half")
+    (root / "var/lib/undistro/apply.unfinished").touch()  # as a SIGKILL leaves it
+    assert cli("apply", policy, "--root", root, "-q")[0] == 0
+    assert sorted(os.listdir(root / "etc")) == [".b.undistro-tmp", "a"]
