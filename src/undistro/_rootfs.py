@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import stat
 import threading
@@ -39,7 +40,7 @@ _NAME_MAX = 255
 
 TEMP_SUFFIX = ".undistro-tmp"
 """Every temp file undistro writes beside a managed path is named
-``.<name>~<pid>-<random>.undistro-tmp``: unique per writer, and found again by
+``.<name>~<pid>-<random>-<serial>.undistro-tmp``: unique per writer, and found again by
 its prefix and suffix when a killed run left one behind."""
 
 
@@ -49,10 +50,26 @@ class PathRefused(UndistroError, PermissionError):
     device where a file is declared). The message is one line for a person."""
 
 
+_writer: str | None = None  # this process's part of every temp name
+_serial = itertools.count()
+
+
+def _new_writer() -> None:
+    global _writer
+    _writer = None
+
+
+os.register_at_fork(after_in_child=_new_writer)
+
+
 def temp_name(name: str) -> str:
     """A fresh temp name for a write beside ``name``, at most NAME_MAX bytes
-    whatever the length of ``name``."""
-    token = f"~{os.getpid()}-{os.urandom(4).hex()}{TEMP_SUFFIX}"
+    whatever the length of ``name``: the pid and a random tag (taken once
+    per process, not two syscalls per file) and a serial number."""
+    global _writer
+    if _writer is None:
+        _writer = f"{os.getpid()}-{os.urandom(3).hex()}"
+    token = f"~{_writer}-{next(_serial):x}{TEMP_SUFFIX}"
     room = _NAME_MAX - 1 - len(token)
     stem = os.fsencode(name)[:room]
     return "." + os.fsdecode(stem) + token
@@ -146,7 +163,7 @@ class RootFS:
         or device there is refused without opening it."""
         fd = self.open_regular(path, guard)
         try:
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 chunk = os.read(fd, 1 << 20)
                 if not chunk:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.agent.conftest import AgentProc, wait_until
 from tests.conftest import PolicyDir, RunCli
+from undistro._rootfs import PathRefused, RootFS, confined, is_temp_name, temp_name
 from undistro.state import StateStore
 
 
@@ -368,3 +369,117 @@ def test_leftover_temp_files_of_a_killed_run_are_swept(
     (root / "var/lib/undistro/apply.unfinished").touch()  # as a SIGKILL leaves it
     assert cli("apply", policy, "--root", root, "-q")[0] == 0
     assert sorted(os.listdir(root / "etc")) == [".b.undistro-tmp", "a"]
+
+
+# -- the resolver itself (undistro._rootfs) ---------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_temp_names_are_unique_and_fit_name_max() -> None:
+    names = {temp_name("motd") for _ in range(1000)}
+    assert len(names) == 1000 and all(is_temp_name(n) for n in names)
+    assert all(n.startswith(".motd~") for n in names)
+    for long in ("n" * 255, "é" * 200):
+        name = temp_name(long)
+        assert len(os.fsencode(name)) <= 255 and is_temp_name(name)
+
+
+def test_temp_names_differ_in_a_forked_child() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, temp_name("x").encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 300).decode()
+    os.close(read)
+    assert child.split("~")[1].split("-")[:2] != temp_name("x").split("~")[1].split("-")[:2]
+
+
+def test_forty_links_resolve_and_forty_one_are_a_loop(root: Path) -> None:
+    (root / "end").mkdir()
+    for n, count in ((40, "ok"), (41, "loop")):
+        chain = root / f"c{n}"
+        chain.mkdir()
+        (chain / "l0").symlink_to("/end")  # absolute: the root's /end
+        for i in range(1, n):
+            (chain / f"l{i}").symlink_to(f"l{i - 1}")
+        with RootFS(str(root)) as fs:
+            if count == "ok":
+                os.close(fs.open(f"/c{n}/l{n - 1}/f", os.O_WRONLY | os.O_CREAT))
+                assert (root / "end" / "f").exists()
+            else:
+                with pytest.raises(OSError, match="Too many levels"):
+                    fs.open(f"/c{n}/l{n - 1}/f", os.O_WRONLY | os.O_CREAT)
+
+
+def test_dotdot_and_absolute_targets_stay_in_the_root(root: Path, outside: Path) -> None:
+    (root / "a").mkdir()
+    (root / "a" / "up").symlink_to("../../../../..")
+    (root / "a" / "abs").symlink_to("/../../a/../..")
+    (root / "a" / "host").symlink_to(outside)
+    with RootFS(str(root)) as fs:
+        for link in ("up", "abs", "host"):
+            os.close(fs.open(f"/a/{link}/f-{link}", os.O_WRONLY | os.O_CREAT, parents=True))
+    assert (root / "f-up").exists() and (root / "f-abs").exists()
+    assert (inside(root, outside) / "f-host").exists()
+    untouched(outside)
+
+
+def test_guarded_directory_that_is_a_link_is_refused(root: Path) -> None:
+    (root / "real").mkdir()
+    (root / "d").symlink_to("real")  # inside the root, but declared a directory
+    (root / "real" / "x").touch()
+    with RootFS(str(root)) as fs:
+        assert stat.S_ISREG(fs.lstat("/d/x").st_mode)  # unguarded: followed
+        with pytest.raises(PathRefused, match="declares a directory"):
+            fs.lstat("/d/x", ("/d",))
+        with pytest.raises(PathRefused, match="declares a directory"):
+            fs.create_temp("/d/x", ("/d",))
+    assert os.listdir(root / "real") == ["x"]
+
+
+def test_metadata_changes_refuse_links_and_shared_inodes(root: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.write_text("x")
+    other.chmod(0o600)
+    os.link(other, root / "hard")
+    (root / "soft").symlink_to(other)
+    with RootFS(str(root)) as fs:
+        with pytest.raises(PathRefused, match="2 hard links"):
+            fs.set_meta("/hard", 0o644)
+        with pytest.raises(PathRefused, match="is a symlink"):
+            fs.set_meta("/soft", 0o644)
+    assert stat.S_IMODE(other.stat().st_mode) == 0o600
+
+
+def test_reading_a_fifo_is_refused_without_blocking(root: Path) -> None:
+    os.mkfifo(root / "fifo")
+    with RootFS(str(root)) as fs, pytest.raises(PathRefused, match="is a FIFO"):
+        fs.read("/fifo")
+
+
+def test_directory_fds_are_bounded_and_released(root: Path) -> None:
+    for i in range(300):
+        (root / f"d{i}").mkdir()
+    before = _open_fds()
+    fs = RootFS(str(root))
+    for i in range(300):
+        with pytest.raises(FileNotFoundError):
+            fs.lstat(f"/d{i}/sub/x")
+        assert _open_fds() - before <= 260
+    fs.close()
+    assert _open_fds() == before
+
+
+def test_confined_names_the_link_out_of_the_root(root: Path, outside: Path) -> None:
+    (root / "var").mkdir()
+    (root / "var" / "lib").symlink_to("../data")  # inside: fine
+    assert confined(str(root), str(root / "var/lib/undistro")) == str(root / "var/lib/undistro")
+    (root / "var" / "run").symlink_to("/run")  # the host's /run: out
+    with pytest.raises(PathRefused, match=f"{root}/var/run is a symlink to /run, out of the root"):
+        confined(str(root), str(root / "var/run/undistro"))
