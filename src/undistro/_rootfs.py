@@ -178,15 +178,14 @@ class RootFS:
         with self._lock, self._named(path):
             dfd, name = self._parent(path, guard)
             pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-        try:
-            st = os.fstat(pfd)
-            if not stat.S_ISREG(st.st_mode):
-                raise PathRefused(
-                    f"{self.shown(path)} is a {describe_mode(st.st_mode)}, not a file"
-                )
-            return _reopen(pfd, os.O_RDONLY, st)
-        finally:
-            os.close(pfd)
+            try:
+                st = os.fstat(pfd)
+                if not stat.S_ISREG(st.st_mode):
+                    what = describe_mode(st.st_mode)
+                    raise PathRefused(f"{self.shown(path)} is a {what}, not a file")
+                return _reopen(pfd, dfd, name, os.O_RDONLY, st)
+            finally:
+                os.close(pfd)
 
     def listdir(self, path: str, guard: tuple[str, ...] = ()) -> list[str]:
         with self._lock, self._named(path):
@@ -464,24 +463,34 @@ class RootFS:
                     f"{self.shown(path)} has {st.st_nlink} hard links: changing it in place "
                     "would change the other names too"
                 )
-            # Through the fd's magic link: the very inode just checked.
-            where = f"/proc/self/fd/{pfd}"
+            # Through the fd's magic link: the very inode just checked. Where
+            # /proc is not mounted (a bare chroot), by name: it was not a
+            # link an instant ago, and the parent is pinned.
+            where, at = (f"/proc/self/fd/{pfd}", None) if _HAVE_PROC else (name, dfd)
             if uid != -1 or gid != -1:
-                os.chown(where, uid, gid)
+                os.chown(where, uid, gid, dir_fd=at)
             if mode is not None:
-                os.chmod(where, mode)
+                os.chmod(where, mode, dir_fd=at)
             return os.fstat(pfd)
         finally:
             os.close(pfd)
 
 
-def _reopen(pfd: int, flags: int, st: os.stat_result) -> int:
-    """Open the inode behind an ``O_PATH`` fd for real I/O."""
-    fd = os.open(f"/proc/self/fd/{pfd}", flags | os.O_CLOEXEC | os.O_NOCTTY)
+_HAVE_PROC = os.path.isdir("/proc/self/fd")
+
+
+def _reopen(pfd: int, dfd: int, name: str, flags: int, st: os.stat_result) -> int:
+    """Open the inode behind an ``O_PATH`` fd for real I/O (by name, never
+    following a link and never blocking, where /proc is not mounted)."""
+    flags |= os.O_CLOEXEC | os.O_NOCTTY
+    if _HAVE_PROC:
+        fd = os.open(f"/proc/self/fd/{pfd}", flags)
+    else:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
     got = os.fstat(fd)
-    if (got.st_dev, got.st_ino) != (st.st_dev, st.st_ino):  # pragma: no cover - /proc lies
+    if (got.st_dev, got.st_ino) != (st.st_dev, st.st_ino):
         os.close(fd)
-        raise PathRefused("file changed while being opened")
+        raise PathRefused(f"{name} was replaced while being opened")
     return fd
 
 

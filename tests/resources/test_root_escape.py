@@ -483,3 +483,22 @@ def test_confined_names_the_link_out_of_the_root(root: Path, outside: Path) -> N
     (root / "var" / "run").symlink_to("/run")  # the host's /run: out
     with pytest.raises(PathRefused, match=f"{root}/var/run is a symlink to /run, out of the root"):
         confined(str(root), str(root / "var/run/undistro"))
+
+
+def test_without_proc_metadata_and_reads_still_refuse_what_they_must(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import undistro._rootfs as rootfs
+
+    monkeypatch.setattr(rootfs, "_HAVE_PROC", False)  # a bare chroot
+    (root / "f").write_text("data")
+    os.mkfifo(root / "fifo")
+    os.link(root / "f", tmp_path / "other")
+    with RootFS(str(root)) as fs:
+        assert fs.read("/f") == b"data"
+        with pytest.raises(PathRefused, match="2 hard links"):
+            fs.set_meta("/f", 0o600)
+        os.unlink(tmp_path / "other")
+        assert stat.S_IMODE(fs.set_meta("/f", 0o600, os.getuid(), -1).st_mode) == 0o600
+        with pytest.raises(PathRefused, match="FIFO"):
+            fs.read("/fifo")
