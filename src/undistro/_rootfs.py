@@ -254,7 +254,7 @@ class RootFS:
         with self._lock, self._named(path):
             dfd, name = self._parent(path, guard, create=True)
             os.mkdir(name, mode, dir_fd=dfd)
-            self._set_meta(dfd, name, path, mode, uid, gid, allow_links=False)
+            self._set_meta(dfd, name, path, mode, uid, gid)
 
     def symlink(
         self, target: str, path: str, uid: int = -1, gid: int = -1, guard: tuple[str, ...] = ()
@@ -280,7 +280,7 @@ class RootFS:
         Returns the new ``lstat``."""
         with self._lock, self._named(path):
             dfd, name = self._parent(path, guard)
-            return self._set_meta(dfd, name, path, mode, uid, gid, allow_links=False)
+            return self._set_meta(dfd, name, path, mode, uid, gid)
 
     def lchown(self, path: str, uid: int, gid: int, guard: tuple[str, ...] = ()) -> None:
         """chown the link itself at ``path``."""
@@ -447,8 +447,6 @@ class RootFS:
         mode: int | None,
         uid: int,
         gid: int,
-        *,
-        allow_links: bool,
     ) -> os.stat_result:
         pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
         try:
@@ -458,7 +456,7 @@ class RootFS:
                     f"{self.shown(path)} is a {describe_mode(st.st_mode)}: not changing its "
                     "mode or owner"
                 )
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and not allow_links:
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
                 raise PathRefused(
                     f"{self.shown(path)} has {st.st_nlink} hard links: changing it in place "
                     "would change the other names too"
