@@ -512,3 +512,18 @@ def test_without_proc_metadata_and_reads_still_refuse_what_they_must(
         assert stat.S_IMODE(fs.set_meta("/f", 0o600, os.getuid(), -1).st_mode) == 0o600
         with pytest.raises(PathRefused, match="FIFO"):
             fs.read("/fifo")
+
+
+def test_account_database_that_is_a_fifo_or_a_host_link_is_refused(
+    policy: PolicyDir, root: Path
+) -> None:
+    (root / "etc").mkdir()
+    os.mkfifo(root / "etc" / "group")  # open() of it used to block forever
+    (root / "etc" / "passwd").symlink_to("/etc/passwd")  # the host's, read by name
+    policy.resources('[[group]]\nname = "web"\ngid = 3001\n[[user]]\nname = "u"\nuid = 3001\n')
+    proc = _run(["apply", str(policy), "--root", str(root)])
+    assert proc.returncode != 0
+    assert f"{root}/etc/group is a FIFO, not a file" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert stat.S_ISFIFO((root / "etc" / "group").lstat().st_mode)
+    assert os.readlink(root / "etc" / "passwd") == "/etc/passwd"
