@@ -122,7 +122,10 @@ class PathResource(Resource):
             if managed.get(parent, "").startswith("directory:"):
                 guard.append(parent)
             parent = parent.rpartition("/")[0]
-        self.guard = tuple(guard)
+        # Files of one directory share one tuple (the agent holds them all).
+        if len(_GUARDS) > 65536:
+            _GUARDS.clear()
+        self.guard = _GUARDS.setdefault(tuple(guard), tuple(guard))
 
     def managed_paths(self) -> tuple[str, ...]:
         return (self.path,)
@@ -207,6 +210,9 @@ class PathResource(Resource):
         if state.target is not None:
             parts.append(f"-> {state.target}")
         return ", ".join(parts)
+
+
+_GUARDS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def not_a(state: PathState, wanted: str) -> Refuse:
