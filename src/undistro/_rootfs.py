@@ -364,6 +364,8 @@ class RootFS:
         hit = self._dirs.get(path)
         if hit is not None:
             return hit
+        if self._rootfd < 0:
+            raise ValueError(f"{self.root}: this RootFS is closed")
         if len(self._dirs) >= _CACHE_LIMIT:
             self._forget()
         base = path

@@ -527,3 +527,10 @@ def test_account_database_that_is_a_fifo_or_a_host_link_is_refused(
     assert "Traceback" not in proc.stdout + proc.stderr
     assert stat.S_ISFIFO((root / "etc" / "group").lstat().st_mode)
     assert os.readlink(root / "etc" / "passwd") == "/etc/passwd"
+
+
+def test_a_closed_rootfs_says_so(root: Path) -> None:
+    fs = RootFS(str(root))
+    fs.close()
+    with pytest.raises(ValueError, match="closed"):
+        fs.lstat("/etc/x")
