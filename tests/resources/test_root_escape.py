@@ -534,3 +534,65 @@ def test_a_closed_rootfs_says_so(root: Path) -> None:
     fs.close()
     with pytest.raises(ValueError, match="closed"):
         fs.lstat("/etc/x")
+
+
+def test_a_link_flipped_in_and_out_during_applies_never_leads_outside(
+    cli: RunCli, policy: PolicyDir, root: Path, outside: Path
+) -> None:
+    import threading
+    import time
+
+    (root / "etc").mkdir()
+    policy.resources(
+        "".join(f'[[file]]\npath = "/etc/f{i:03d}"\ncontent = "{i}\\n"\n' for i in range(100))
+    )
+    stop = threading.Event()
+    flips = 0
+
+    def flip() -> None:
+        nonlocal flips
+        etc, aside = root / "etc", root / "etc.aside"
+
+        made = iter(range(10**9))
+
+        def clear_way() -> None:  # an apply made a fresh ROOT/etc meanwhile
+            etc.rename(root / f"etc.made-{next(made)}")
+
+        while not stop.is_set():
+            etc.rename(aside)
+            try:
+                etc.symlink_to(outside)
+            except FileExistsError:
+                clear_way()
+                etc.symlink_to(outside)
+            if etc.is_symlink():
+                etc.unlink()
+            while True:
+                try:
+                    aside.rename(etc)
+                    break
+                except OSError:
+                    clear_way()
+            flips += 1
+
+    swapped_ok = [False]
+
+    def guarded_flip() -> None:
+        flip()
+        swapped_ok[0] = True  # the swapper ran to the end, not into an error
+
+    swapper = threading.Thread(target=guarded_flip)
+    swapper.start()
+    try:
+        deadline = time.monotonic() + 3
+        runs = 0
+        while time.monotonic() < deadline:
+            for f in (root / "etc").glob("f00*"):
+                f.unlink(missing_ok=True)  # something to write each run
+            cli("apply", policy, "--root", root, "-q", "--no-diff")
+            runs += 1
+    finally:
+        stop.set()
+        swapper.join()
+    untouched(outside)
+    assert runs >= 2 and flips > 10 and swapped_ok[0]
