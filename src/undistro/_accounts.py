@@ -23,6 +23,8 @@ import stat
 import time
 from collections.abc import Iterator
 
+from undistro._rootfs import RootFS
+
 # Field counts of each database; a line with another count is kept verbatim.
 _WIDTH = {"passwd": 7, "group": 4, "shadow": 9, "gshadow": 4}
 
@@ -62,11 +64,12 @@ def etc(root: str, name: str) -> str:
 
 
 def read_text(root: str, name: str) -> str | None:
-    """The text of ``ROOT/etc/NAME``, or None where it does not exist."""
+    """The text of ``ROOT/etc/NAME`` (resolved inside the root), or None
+    where it does not exist."""
     try:
-        with open(etc(root, name), encoding="utf-8", errors="surrogateescape") as f:
-            return f.read()
-    except FileNotFoundError:
+        with RootFS(root) as fs:
+            return fs.read(f"/etc/{name}").decode("utf-8", "surrogateescape")
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -86,49 +89,44 @@ def read_table(root: str, name: str) -> Table:
 
 
 def write_table(root: str, table: Table, mode: int, gid: int | None = 0) -> None:
-    """Replace one database atomically and durably.
+    """Replace one database atomically and durably, under the root only
+    (every open and rename goes through :class:`RootFS`).
 
     An existing file keeps its owner and its mode, narrowed to ``mode`` (a
     shadow left world-readable is closed; Fedora's 0000 stays 0000); a new
     one gets ``mode`` and group ``gid`` (None: no group may read it).
     """
-    path = etc(root, table.name)
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f"+{table.name}.undistro-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
+    path = f"/etc/{table.name}"
+    tmp = f"/etc/+{table.name}.undistro-tmp"
+    with RootFS(root) as fs:
+        fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, parents=True)
         try:
-            st = os.stat(path)
-            os.fchown(fd, st.st_uid, st.st_gid)
-            mode &= stat.S_IMODE(st.st_mode)
-        except FileNotFoundError:
             try:
-                if gid is None:
+                st = fs.lstat(path)
+                os.fchown(fd, st.st_uid, st.st_gid)
+                mode &= stat.S_IMODE(st.st_mode)
+            except FileNotFoundError:
+                try:
+                    if gid is None:
+                        mode &= 0o600
+                    elif gid:
+                        os.fchown(fd, -1, gid)
+                except PermissionError:  # not root: nobody else may read it
                     mode &= 0o600
-                elif gid:
-                    os.fchown(fd, -1, gid)
-            except PermissionError:  # not root: nobody else may read it
-                mode &= 0o600
-        os.fchmod(fd, mode)
-        os.write(fd, table.render())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+            os.fchmod(fd, mode)
+            os.write(fd, table.render())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fs.replace(tmp, path)
+        fs.fsync_dir("/etc")
 
 
 @contextlib.contextmanager
 def locked(root: str) -> Iterator[None]:
     """Hold the shadow tools' lock (lckpwdf) while editing."""
-    directory = os.path.join(root, "etc")
-    os.makedirs(directory, exist_ok=True)
-    fd = os.open(os.path.join(directory, ".pwd.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    with RootFS(root) as fs:
+        fd = fs.open("/etc/.pwd.lock", os.O_WRONLY | os.O_CREAT, 0o600, parents=True)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX)
         yield

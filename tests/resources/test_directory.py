@@ -60,3 +60,29 @@ def test_absent_directory_is_removed_with_its_content(policy: PolicyDir, root: P
     policy.resources('[[directory]]\npath = "/old"\nensure = "absent"\n')
     converge(policy, root)
     assert not (root / "old").exists()
+
+
+def test_bind_guards_every_declared_directory_above_a_path() -> None:
+    from undistro.resources.file import File
+
+    res = File.from_table({"path": "/etc/app/conf.d/x.conf", "content": ""})
+    managed = {
+        "/etc": "directory:/etc",
+        "/etc/app/conf.d": "directory:/etc/app/conf.d",
+        "/etc/app": "symlink:/etc/app",  # a declared link is followed (in the root)
+        "/etc/app/conf.d/x.conf": "file:/etc/app/conf.d/x.conf",
+    }
+    res.bind(managed, {})
+    assert sorted(res.guard) == ["/etc", "/etc/app/conf.d"]
+
+
+def test_purge_never_lists_through_a_link_that_replaced_it(policy: PolicyDir, root: Path) -> None:
+    policy.resources('[[directory]]\npath = "/etc/app"\npurge = true\n')
+    assert converge(policy, root).ok
+    (root / "keep").mkdir()
+    (root / "keep" / "precious").write_text("x")
+    (root / "etc" / "app").rmdir()
+    (root / "etc" / "app").symlink_to("/keep")
+    summary = converge(policy, root)
+    assert statuses(summary) == {"directory:/etc/app": "failed"}
+    assert (root / "keep" / "precious").exists()

@@ -20,8 +20,19 @@ def make(**values: object) -> File:
     return res
 
 
-def state(kind: str, *, mode: int = 0o644, sha: str | None = None, uid: int = 0) -> PathState:
-    s = PathState("/r/etc/x", kind, mode, uid, 0)
+def lstat_of(fmt: int, *, mode: int = 0o644, links: int = 1) -> os.stat_result:
+    return os.stat_result((fmt | mode, 1, 1, links, 0, 0, 6, 0, 0, 0))
+
+
+def state(
+    kind: str,
+    *,
+    mode: int = 0o644,
+    sha: str | None = None,
+    uid: int = 0,
+    st: os.stat_result | None = None,
+) -> PathState:
+    s = PathState("/r/etc/x", kind, mode, uid, 0, st=st)
     s.sha256 = sha
     s.want_uid = 0
     s.want_gid = 0
@@ -54,6 +65,29 @@ HELLO = make(content="hello\n")
         (make(), state("file", sha="0" * 64), []),  # no content given: existence only
         (make(), state("absent"), ["create file (0 bytes, mode 0644)"]),
         (HELLO, Proven(os.stat("/"), HELLO.sha256 or ""), []),
+        # A second hard link: the file gets its own inode, never a chmod in
+        # place (which would change the other name too).
+        (
+            HELLO,
+            state("file", sha=HELLO.sha256, st=lstat_of(stat.S_IFREG, links=2)),
+            ["replace file (2 hard links) with its own copy"],
+        ),
+        (
+            make(mode="0600"),
+            state("file", st=lstat_of(stat.S_IFREG, links=3)),
+            ["replace file (3 hard links) with its own copy"],
+        ),
+        (make(), state("file", st=lstat_of(stat.S_IFREG, links=2)), []),  # nothing to change
+        (
+            HELLO,
+            state("other", st=lstat_of(stat.S_IFIFO)),
+            ["refuse: /r/etc/x is a FIFO, not a file"],
+        ),
+        (
+            HELLO,
+            state("other", st=lstat_of(stat.S_IFBLK)),
+            ["refuse: /r/etc/x is a block device, not a file"],
+        ),
     ],
 )
 def test_plan_is_a_pure_table(desired: File, current: PathState, expected: list[str]) -> None:

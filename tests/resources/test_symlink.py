@@ -36,3 +36,14 @@ def test_directory_is_never_replaced(policy: PolicyDir, root: Path) -> None:
     policy.resources('[[symlink]]\npath = "/etc/current"\ntarget = "v1"\nforce = true\n')
     assert statuses(converge(policy, root)) == {"symlink:/etc/current": "failed"}
     assert (root / "etc/current").is_dir()
+
+
+def test_hard_linked_link_is_made_anew_for_an_owner_change(
+    policy: PolicyDir, root: Path, tmp_path: Path
+) -> None:
+    (root / "l").symlink_to("t")
+    os.link(root / "l", tmp_path / "other", follow_symlinks=False)
+    policy.resources('[[symlink]]\npath = "/l"\ntarget = "t"\nowner = 1234\n')
+    assert converge(policy, root).ok
+    assert (root / "l").lstat().st_uid == 1234 and (root / "l").lstat().st_nlink == 1
+    assert (tmp_path / "other").lstat().st_uid != 1234

@@ -88,6 +88,11 @@ def open_session(args: argparse.Namespace) -> Session:
     root = os.path.abspath(args.root)
     if not os.path.isdir(root):
         raise UsageError(f"--root {args.root}: not a directory")
+    from undistro._rootfs import confined
+
+    default_config = os.path.join(root, "etc/undistro/node.toml")
+    if args.node_config is None and os.path.lexists(default_config):
+        confined(root, default_config)  # never read through a link out of the root
     node = load_node(root, args.node_config, getattr(args, "tag", ()))
-    state_dir = args.state_dir or os.path.join(root, node.state_dir.lstrip("/"))
+    state_dir = args.state_dir or confined(root, os.path.join(root, node.state_dir.lstrip("/")))
     return Session(node, root, os.path.abspath(state_dir), node.facts())

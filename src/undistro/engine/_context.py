@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from undistro._accounts import Lookup
+from undistro._rootfs import RootFS
 from undistro.errors import ApplyError
 from undistro.resources._base import Fingerprint, ServiceControl
 
@@ -31,6 +31,7 @@ class RunContext:
         self._staged: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._lookup = Lookup(root)
+        self.fs = RootFS(root)
 
     def path(self, path: str) -> str:
         return self._prefix + path
@@ -71,46 +72,22 @@ class RunContext:
         then swap them in (each atomic), and a second ``syncfs`` makes the
         renames durable: two waits for the whole wave, not one per file,
         with the same guarantee — after a crash each file is old or new.
-        Returns the failures by final path.
+        Staged paths are policy paths, renamed through the root's confined
+        resolution (``self.fs``); the failures are returned by rebased final
+        path.
         """
         with self._lock:
             staged, self._staged = self._staged, []
         if not staged:
             return {}
         failed: dict[str, OSError] = {}
-        filesystems = _one_dir_per_filesystem(staged)
-        _syncfs(filesystems)
+        directories = {tmp.rpartition("/")[0] for tmp, _ in staged}
+        self.fs.syncfs(directories)
         for tmp, final in staged:
             try:
-                os.rename(tmp, final)
+                self.fs.replace(tmp, final)
             except OSError as exc:
-                failed[final] = exc
-                self.recorded.pop(final, None)
-        _syncfs(filesystems)
+                failed[self.path(final)] = exc
+                self.recorded.pop(self.path(final), None)
+        self.fs.syncfs(directories)
         return failed
-
-
-def _one_dir_per_filesystem(staged: list[tuple[str, str]]) -> list[str]:
-    devices: dict[int, str] = {}
-    for directory in {os.path.dirname(tmp) for tmp, _ in staged}:
-        try:
-            devices.setdefault(os.stat(directory).st_dev, directory)
-        except OSError:
-            continue
-    return list(devices.values())
-
-
-def _syncfs(directories: list[str]) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    for directory in directories:
-        try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            continue
-        try:
-            if libc.syncfs(fd) != 0:
-                os.sync()
-        finally:
-            os.close(fd)

@@ -8,7 +8,6 @@ skipping only what depends on a failure, and refresh along notify edges.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -256,11 +255,11 @@ class Engine:
 
     def _sweep_temp_files(self, ctx: RunContext) -> None:
         """A run was killed while writing: remove the temp files it may have
-        left beside managed paths. Costs one lstat per path, only then."""
-        for path in self.policy.managed:
-            directory, base = os.path.split(ctx.path(path))
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                os.unlink(os.path.join(directory, f".{base}.undistro-tmp"))
+        left beside managed paths. Costs one listdir per directory holding
+        managed paths, only then."""
+        from undistro._rootfs import sweep_temp_files
+
+        sweep_temp_files(ctx.fs, self.policy.managed)
 
     # -- execution -----------------------------------------------------------
 

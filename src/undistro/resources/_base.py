@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 from undistro.errors import ValidationError
 
 if TYPE_CHECKING:
+    from undistro._rootfs import RootFS
     from undistro.supervisor import ServiceSpec, ServiceStatus
 
 
@@ -79,8 +80,13 @@ class Context(Protocol):
 
     facts: Mapping[str, Any]
 
+    fs: RootFS
+    """Every operation on a path under the root goes through this: it
+    resolves paths as if the root were ``/`` and never leaves it."""
+
     def path(self, path: str) -> str:
-        """Rebase an absolute policy path under the root."""
+        """Rebase an absolute policy path under the root (a key and a name to
+        show, never a path to open: use ``fs``)."""
         ...
 
     def fingerprint(self, path: str) -> Fingerprint | None:
@@ -92,7 +98,8 @@ class Context(Protocol):
         ...
 
     def stage_replace(self, tmp: str, final: str) -> None:
-        """Have ``tmp`` renamed over ``final`` once its data is durable.
+        """Have ``tmp`` renamed over ``final`` (policy paths, one directory,
+        renamed through ``fs``) once its data is durable.
 
         The engine syncs every staged file of a wave with one ``syncfs``,
         renames them, then syncs the directories: one wait, not one per file.

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from undistro._rootfs import describe_mode
 from undistro.resources._base import (
     Action,
     Context,
@@ -81,7 +83,10 @@ def kind_of(st: os.stat_result) -> str:
 class PathResource(Resource):
     """Base of the resources that own one path."""
 
-    __slots__ = ()
+    # The declared directories above this path (set by ``bind``): if one of
+    # them is found to be a symlink, this resource fails instead of
+    # following it.
+    __slots__ = ("guard",)
 
     name_key = "path"
     required = frozenset({"path"})
@@ -93,6 +98,10 @@ class PathResource(Resource):
     }
     defaults: ClassVar[dict[str, Any]] = {"ensure": "present"}
 
+    def __init__(self, values: dict[str, Any], *, name: str, source: str = "") -> None:
+        self.guard: tuple[str, ...] = ()
+        super().__init__(values, name=name, source=source)
+
     @property
     def path(self) -> str:
         return str(self.values["path"])
@@ -100,6 +109,23 @@ class PathResource(Resource):
     @property
     def present(self) -> bool:
         return bool(self.values["ensure"] == "present")
+
+    @property
+    def guarded(self) -> tuple[str, ...]:
+        # A compiled policy cached by an earlier version has no slot value.
+        return getattr(self, "guard", ())
+
+    def bind(self, managed: Mapping[str, str], resources: Mapping[str, Resource]) -> None:
+        guard = []
+        parent = self.path.rpartition("/")[0]
+        while parent:
+            if managed.get(parent, "").startswith("directory:"):
+                guard.append(parent)
+            parent = parent.rpartition("/")[0]
+        # Files of one directory share one tuple (the agent holds them all).
+        if len(_GUARDS) > 65536:
+            _GUARDS.clear()
+        self.guard = _GUARDS.setdefault(tuple(guard), tuple(guard))
 
     def managed_paths(self) -> tuple[str, ...]:
         return (self.path,)
@@ -116,11 +142,12 @@ class PathResource(Resource):
         return tuple(out)
 
     def lstat_state(self, ctx: Context, st: os.stat_result | None = None) -> PathState:
-        """The state ``lstat`` gives (``st`` when the caller already has it)."""
+        """The state ``lstat`` gives (``st`` when the caller already has it),
+        the path resolved inside the root (``ctx.fs``)."""
         path = ctx.path(self.path)
         if st is None:
             try:
-                st = os.lstat(path)
+                st = ctx.fs.lstat(self.path, self.guarded)
             except (FileNotFoundError, NotADirectoryError):
                 return PathState(path, "absent")
         state = PathState(path, kind_of(st), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st=st)
@@ -140,6 +167,14 @@ class PathResource(Resource):
         except KeyError:
             state.want_gid = None
 
+    def metadata_wrong(self, state: PathState, want_mode: int | None) -> bool:
+        user, group = self.values.get("owner"), self.values.get("group")
+        return (
+            (user is not None and state.want_uid != state.uid)
+            or (group is not None and state.want_gid != state.gid)
+            or (want_mode is not None and state.kind != "symlink" and state.mode != want_mode)
+        )
+
     def metadata_actions(self, state: PathState, want_mode: int | None) -> list[Action]:
         """chmod/chown needed to make an existing path's metadata right.
 
@@ -150,11 +185,11 @@ class PathResource(Resource):
         if (user is not None and state.want_uid != state.uid) or (
             group is not None and state.want_gid != state.gid
         ):
-            chown = Chown(state.path, user, group, follow=state.kind != "symlink")
+            chown = Chown(self.path, user, group, link=state.kind == "symlink", guard=self.guarded)
             chown.sha256 = state.sha256
             actions.append(chown)
         if want_mode is not None and state.kind != "symlink" and state.mode != want_mode:
-            chmod = Chmod(state.path, state.mode, want_mode)
+            chmod = Chmod(self.path, state.mode, want_mode, guard=self.guarded)
             chmod.sha256 = state.sha256
             actions.append(chmod)
         return actions
@@ -162,7 +197,7 @@ class PathResource(Resource):
     def removal_actions(self, state: PathState) -> list[Action]:
         if state.kind == "absent":
             return []
-        return [Remove(state.path, state.kind)]
+        return [Remove(self.path, state.kind, guard=self.guarded)]
 
     def describe(self, state: Any) -> str | None:
         if not isinstance(state, PathState):
@@ -177,53 +212,74 @@ class PathResource(Resource):
         return ", ".join(parts)
 
 
+_GUARDS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def not_a(state: PathState, wanted: str) -> Refuse:
+    """The refusal for something else (a FIFO, a device, ...) in the way."""
+    what = describe_mode(state.st.st_mode) if state.st is not None else state.kind
+    return Refuse(f"{state.path} is a {what}, not a {wanted}")
+
+
 class _MetadataAction(Action):
+    """Acts on a policy path (``path``) through ``ctx.fs``."""
+
     path: str
+    guard: tuple[str, ...] = ()
     sha256: str | None = None
 
-    def refingerprint(self, ctx: Context) -> None:
+    def refingerprint(self, ctx: Context, st: os.stat_result) -> None:
         if self.sha256 is not None:
-            ctx.record(self.path, Fingerprint.of(os.lstat(self.path), self.sha256))
+            ctx.record(ctx.path(self.path), Fingerprint.of(st, self.sha256))
 
 
 class Chmod(_MetadataAction):
-    def __init__(self, path: str, old: int, new: int) -> None:
-        self.path, self.new = path, new
+    def __init__(self, path: str, old: int, new: int, *, guard: tuple[str, ...] = ()) -> None:
+        self.path, self.new, self.guard = path, new, guard
         self.summary = f"chmod {old:04o} -> {new:04o}"
 
     def execute(self, ctx: Context) -> str | None:
-        os.chmod(self.path, self.new)
-        self.refingerprint(ctx)
+        self.refingerprint(ctx, ctx.fs.set_meta(self.path, self.new, guard=self.guard))
         return None
 
 
 class Chown(_MetadataAction):
-    def __init__(self, path: str, user: str | int | None, group: str | int | None, *, follow: bool):
-        self.path, self.user, self.group, self.follow = path, user, group, follow
+    def __init__(
+        self,
+        path: str,
+        user: str | int | None,
+        group: str | int | None,
+        *,
+        link: bool,
+        guard: tuple[str, ...] = (),
+    ):
+        self.path, self.user, self.group, self.link, self.guard = path, user, group, link, guard
         who = f"{'' if user is None else user}:{'' if group is None else group}"
         self.summary = f"chown {who}"
 
     def execute(self, ctx: Context) -> str | None:
         uid = -1 if self.user is None else ctx.uid(self.user)
         gid = -1 if self.group is None else ctx.gid(self.group)
-        os.chown(self.path, uid, gid, follow_symlinks=self.follow)
-        self.refingerprint(ctx)
+        if self.link:
+            ctx.fs.lchown(self.path, uid, gid, self.guard)
+        else:
+            self.refingerprint(ctx, ctx.fs.set_meta(self.path, None, uid, gid, guard=self.guard))
         return None
 
 
 class Remove(Action):
-    def __init__(self, path: str, kind: str) -> None:
-        self.path, self.kind = path, kind
+    def __init__(self, path: str, kind: str, *, guard: tuple[str, ...] = ()) -> None:
+        self.path, self.kind, self.guard = path, kind, guard
         self.summary = f"remove {kind}"
 
     def execute(self, ctx: Context) -> str | None:
         if self.kind == "directory":
-            import shutil  # costs bz2 and lzma: only when removing a tree
-
-            shutil.rmtree(self.path)
+            ctx.fs.rmtree(self.path, self.guard)
         else:
-            os.unlink(self.path)
-        ctx.record(self.path, None)
+            ctx.fs.unlink(self.path, self.guard)
+            if self.kind == "symlink":
+                ctx.fs.changed_tree()
+        ctx.record(ctx.path(self.path), None)
         return None
 
 

@@ -14,10 +14,11 @@ directory that the policy does not declare is removed — the way to make a
 
 from __future__ import annotations
 
-import os
+import stat
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from undistro._rootfs import is_temp_name
 from undistro.resources._base import (
     Action,
     Context,
@@ -27,7 +28,7 @@ from undistro.resources._base import (
     boolean,
     mode,
 )
-from undistro.resources._paths import PathResource, PathState, Refuse
+from undistro.resources._paths import PathResource, PathState, not_a
 
 
 class Directory(PathResource):
@@ -46,15 +47,14 @@ class Directory(PathResource):
         super().__init__(values, name=name, source=source)
 
     def bind(self, managed: Mapping[str, str], resources: Mapping[str, Resource]) -> None:
+        super().bind(managed, resources)
         if not self.values["purge"]:
             return
         prefix = self.path + "/"
         names = set()
         for path in managed:
             if path.startswith(prefix):
-                name = path[len(prefix) :].split("/", 1)[0]
-                names.add(name)
-                names.add(f".{name}.undistro-tmp")  # an in-flight atomic write
+                names.add(path[len(prefix) :].split("/", 1)[0])
         self.keep = frozenset(names)
 
     def watches(self) -> list[Watch]:
@@ -66,7 +66,11 @@ class Directory(PathResource):
     def probe(self, ctx: Context) -> PathState:
         state = self.lstat_state(ctx)
         if self.values["purge"] and state.kind == "directory":
-            state.extra = tuple(sorted(n for n in os.listdir(state.path) if n not in self.keep))
+            # An in-flight atomic write's temp file is not an unmanaged entry
+            # (one a killed run left is swept by the next run).
+            names = ctx.fs.listdir(self.path, self.guarded)
+            extra = (n for n in names if n not in self.keep and not is_temp_name(n))
+            state.extra = tuple(sorted(extra))
         return state
 
     def plan(self, state: PathState) -> list[Action]:
@@ -76,55 +80,58 @@ class Directory(PathResource):
         if state.kind == "absent":
             return [
                 MakeDirectory(
-                    state.path,
+                    self.path,
                     want_mode or 0o755,
                     self.values.get("owner"),
                     self.values.get("group"),
+                    guard=self.guarded,
                 )
             ]
         if state.kind != "directory":
-            return [Refuse(f"{state.path} is a {state.kind}, not a directory")]
+            return [not_a(state, "directory")]
         actions = self.metadata_actions(state, want_mode)
         if state.extra:
-            actions.append(Purge(state.path, state.extra))
+            actions.append(Purge(self.path, state.extra, guard=(*self.guarded, self.path)))
         return actions
 
 
 class MakeDirectory(Action):
     def __init__(
-        self, path: str, mode: int, user: str | int | None, group: str | int | None
+        self,
+        path: str,
+        mode: int,
+        user: str | int | None,
+        group: str | int | None,
+        *,
+        guard: tuple[str, ...] = (),
     ) -> None:
         self.path, self.mode, self.user, self.group = path, mode, user, group
+        self.guard = guard
         self.summary = f"create directory (mode {mode:04o})"
 
     def execute(self, ctx: Context) -> str | None:
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        os.mkdir(self.path, self.mode)
-        os.chmod(self.path, self.mode)  # mkdir's mode is filtered by the umask
-        if self.user is not None or self.group is not None:
-            uid = -1 if self.user is None else ctx.uid(self.user)
-            gid = -1 if self.group is None else ctx.gid(self.group)
-            os.chown(self.path, uid, gid)
+        uid = -1 if self.user is None else ctx.uid(self.user)
+        gid = -1 if self.group is None else ctx.gid(self.group)
+        ctx.fs.mkdir(self.path, self.mode, uid, gid, self.guard)
         return None
 
 
 class Purge(Action):
-    def __init__(self, path: str, names: tuple[str, ...]) -> None:
-        self.path, self.names = path, names
+    def __init__(self, path: str, names: tuple[str, ...], *, guard: tuple[str, ...] = ()) -> None:
+        self.path, self.names, self.guard = path, names, guard
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         self.summary = f"purge unmanaged: {shown}"
 
     def execute(self, ctx: Context) -> str | None:
-        import shutil
-
+        fs = ctx.fs
         for name in self.names:
-            path = os.path.join(self.path, name)
+            path = f"{self.path}/{name}"
             try:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
+                if stat.S_ISDIR(fs.lstat(path, self.guard).st_mode):
+                    fs.rmtree(path, self.guard)
                 else:
-                    os.unlink(path)
+                    fs.unlink(path, self.guard)
             except FileNotFoundError:
                 pass
-            ctx.record(path, None)
+            ctx.record(ctx.path(path), None)
         return "removed: " + " ".join(self.names)

@@ -34,7 +34,7 @@ from undistro.resources._base import (
     string,
     string_table,
 )
-from undistro.resources._paths import PathResource, PathState, Refuse
+from undistro.resources._paths import PathResource, PathState, not_a
 
 
 class Proven:
@@ -114,10 +114,15 @@ class File(PathResource):
             fp = ctx.fingerprint(path)
             if fp is not None and fp.sha256 == self.sha256:
                 try:
-                    st = os.lstat(path)
+                    st = ctx.fs.lstat(self.path, self.guarded)
                 except OSError:
                     st = None
-                if st is not None and fp.matches(st) and self._metadata_ok(ctx, st):
+                if (
+                    st is not None
+                    and fp.matches(st)
+                    and st.st_nlink == 1
+                    and self._metadata_ok(ctx, st)
+                ):
                     return Proven(st, fp.sha256)
         state = self.lstat_state(ctx, st)
         if state.kind != "file" or self.data is None or state.st is None:
@@ -126,7 +131,8 @@ class File(PathResource):
         if fp is not None and fp.matches(state.st):
             state.sha256 = fp.sha256
             return state
-        content = _read(state.path)
+        # Opened only if it is (still) a regular file: never a FIFO or device.
+        content = ctx.fs.read(self.path, self.guarded)
         state.sha256 = sha256_hex(content)
         if len(content) <= _DIFF_LIMIT:
             state.content = content
@@ -152,17 +158,26 @@ class File(PathResource):
         if not self.present:
             return self.removal_actions(state)
         if state.kind not in ("absent", "file", "symlink"):
-            return [Refuse(f"{state.path} is a {state.kind}, not a file")]
+            return [not_a(state, "file")]
         want_mode = self.values.get("mode")
         if state.kind != "file" or (self.data is not None and state.sha256 != self.sha256):
             return [self._write(state, self.data if self.data is not None else b"", want_mode)]
+        links = state.st.st_nlink if state.st is not None else 1
+        if links > 1 and (self.data is not None or self.metadata_wrong(state, want_mode)):
+            # Another name shares this inode: a chmod here would change it
+            # there too (the hard-link attack on /etc/shadow), and writes
+            # through it would never be seen. The file gets its own inode.
+            action = self._write(state, self.data, want_mode)
+            action.summary = f"replace file ({links} hard links) with its own copy"
+            return [action]
         return self.metadata_actions(state, want_mode)
 
-    def _write(self, state: PathState, data: bytes, want_mode: int | None) -> WriteFile:
+    def _write(self, state: PathState, data: bytes | None, want_mode: int | None) -> WriteFile:
+        """Write ``data``, or (None) a copy of what the file holds now."""
         if want_mode is None:
             want_mode = state.mode if state.kind == "file" else 0o644
         action = WriteFile(
-            state.path,
+            self.path,
             data,
             self.sha256 or _EMPTY_SHA256,
             want_mode,
@@ -170,6 +185,7 @@ class File(PathResource):
             self.values.get("group"),
             keep_uid=state.uid if state.kind == "file" else None,
             keep_gid=state.gid if state.kind == "file" else None,
+            guard=self.guarded,
         )
         verb = (
             "create"
@@ -178,7 +194,8 @@ class File(PathResource):
             if state.kind == "symlink"
             else "update"
         )
-        action.summary = f"{verb} file ({len(data)} bytes, mode {want_mode:04o})"
+        size = len(data) if data is not None else state.st.st_size if state.st else 0
+        action.summary = f"{verb} file ({size} bytes, mode {want_mode:04o})"
         action.label = self.path
         action.old = state.content if state.kind == "file" else b""
         action.sensitive = self.values["sensitive"]
@@ -196,7 +213,10 @@ class File(PathResource):
 
 class WriteFile(Action):
     """Write a temp file beside the target with its final metadata; the
-    engine renames it into place once the wave's data is durable."""
+    engine renames it into place once the wave's data is durable.
+
+    ``path`` is the policy path, written through ``ctx.fs``; ``data`` None
+    copies what the file holds now (to give it its own inode)."""
 
     label = ""
     old: bytes | None = b""
@@ -205,7 +225,7 @@ class WriteFile(Action):
     def __init__(
         self,
         path: str,
-        data: bytes,
+        data: bytes | None,
         sha256: str,
         mode: int,
         user: str | int | None,
@@ -213,31 +233,32 @@ class WriteFile(Action):
         *,
         keep_uid: int | None,
         keep_gid: int | None,
+        guard: tuple[str, ...] = (),
     ) -> None:
         self.path, self.data, self.sha256, self.mode = path, data, sha256, mode
         self.user, self.group = user, group
         self.keep_uid, self.keep_gid = keep_uid, keep_gid
+        self.guard = guard
 
     def diff(self) -> str | None:
         if self.sensitive:
             return "(content hidden: sensitive = true)"
+        if self.data is None:
+            return None
         return unified_diff(self.label, self.old, self.data)
 
     def execute(self, ctx: Context) -> str | None:
-        directory, base = os.path.split(self.path)
-        tmp = os.path.join(directory, f".{base}.undistro-tmp")
         uid = ctx.uid(self.user) if self.user is not None else self.keep_uid
         gid = ctx.gid(self.group) if self.group is not None else self.keep_gid
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        data, sha256 = self.data, self.sha256
+        if data is None:
+            data = ctx.fs.read(self.path, self.guard)
+            sha256 = sha256_hex(data)
+        # Parents the policy does not manage are made plainly (0755), as a
+        # fresh --root needs; managed ones converge first by edge.
+        fd, tmp = ctx.fs.create_temp(self.path, self.guard)
         try:
-            fd = os.open(tmp, flags, 0o600)
-        except FileNotFoundError:
-            # Parents the policy does not manage are created plainly (0755),
-            # as a fresh --root needs; managed ones converge first by edge.
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            fd = os.open(tmp, flags, 0o600)
-        try:
-            view = memoryview(self.data)
+            view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             if uid is not None or gid is not None:
@@ -246,11 +267,11 @@ class WriteFile(Action):
             st = os.fstat(fd)
         except BaseException:
             os.close(fd)
-            os.unlink(tmp)
+            ctx.fs.unlink(tmp)
             raise
         os.close(fd)
         ctx.stage_replace(tmp, self.path)
-        ctx.record(self.path, Fingerprint.of(st, self.sha256))
+        ctx.record(ctx.path(self.path), Fingerprint.of(st, sha256))
         return None
 
 
@@ -267,8 +288,3 @@ def unified_diff(label: str, old: bytes | None, new: bytes) -> str:
     return "".join(
         line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
     )
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()

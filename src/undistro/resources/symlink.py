@@ -13,10 +13,9 @@ replaced only with ``force = true``; a directory never is.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import Any, ClassVar
 
+from undistro._rootfs import temp_name
 from undistro.resources._base import Action, Context, Converter, boolean, nonempty
 from undistro.resources._paths import PathResource, PathState, Refuse
 
@@ -36,7 +35,7 @@ class Symlink(PathResource):
     def probe(self, ctx: Context) -> PathState:
         state = self.lstat_state(ctx)
         if state.kind == "symlink":
-            state.target = os.readlink(state.path)
+            state.target = ctx.fs.readlink(self.path, self.guarded)
         return state
 
     def plan(self, state: PathState) -> list[Action]:
@@ -47,14 +46,22 @@ class Symlink(PathResource):
             return [Refuse(f"{state.path} is a {state.kind}; will not replace it with a link")]
         if state.kind == "file" and not self.values["force"]:
             return [Refuse(f"{state.path} is a regular file; set force = true to replace it")]
-        if state.kind != "symlink" or state.target != target:
+        # A link with a second hard link is made anew rather than chowned
+        # in place (which would change the other name too).
+        shared = state.st is not None and state.st.st_nlink > 1
+        if (
+            state.kind != "symlink"
+            or state.target != target
+            or (shared and self.metadata_wrong(state, None))
+        ):
             return [
                 MakeLink(
-                    state.path,
+                    self.path,
                     target,
                     self.values.get("owner"),
                     self.values.get("group"),
                     state.target,
+                    guard=self.guarded,
                 )
             ]
         return self.metadata_actions(state, None)
@@ -68,23 +75,19 @@ class MakeLink(Action):
         user: str | int | None,
         group: str | int | None,
         old: str | None,
+        *,
+        guard: tuple[str, ...] = (),
     ) -> None:
         self.path, self.target, self.user, self.group = path, target, user, group
+        self.guard = guard
         self.summary = f"link -> {target}" + (f" (was -> {old})" if old is not None else "")
 
     def execute(self, ctx: Context) -> str | None:
-        directory, base = os.path.split(self.path)
-        tmp = os.path.join(directory, f".{base}.undistro-tmp")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        try:
-            os.symlink(self.target, tmp)
-        except FileNotFoundError:
-            os.makedirs(directory, mode=0o755, exist_ok=True)  # as file does: see there
-            os.symlink(self.target, tmp)
-        if self.user is not None or self.group is not None:
-            uid = -1 if self.user is None else ctx.uid(self.user)
-            gid = -1 if self.group is None else ctx.gid(self.group)
-            os.chown(tmp, uid, gid, follow_symlinks=False)
+        directory, _, base = self.path.rpartition("/")
+        tmp = f"{directory}/{temp_name(base)}"
+        uid = -1 if self.user is None else ctx.uid(self.user)
+        gid = -1 if self.group is None else ctx.gid(self.group)
+        # Missing parents are made, as file does: see there.
+        ctx.fs.symlink(self.target, tmp, uid, gid, self.guard)
         ctx.stage_replace(tmp, self.path)
         return None

@@ -330,48 +330,53 @@ class MakeHome(Action):
         if row is None or not (row[2].isdigit() and row[3].isdigit()):
             raise OSError(f"no usable /etc/passwd line for {self.user.name}")
         uid, gid = int(row[2]), int(row[3])
-        path = ctx.path(self.user.home)
-        parent, base = os.path.split(path)
-        os.makedirs(parent, mode=0o755, exist_ok=True)
-        if ctx.root != "/":
-            inside = os.path.realpath(ctx.root)
-            if os.path.commonpath([inside, os.path.realpath(parent)]) != inside:
-                raise PermissionError(
-                    f"refuse: {os.path.dirname(self.user.home)} leads out of the root"
-                )
-        if os.path.isdir(path):  # made since the probe: left as it is
-            return None
-        if os.path.lexists(path):
-            raise FileExistsError(f"{self.user.home} exists and is not a directory")
+        fs, home = ctx.fs, self.user.home
+        # Every step resolves inside the root (RootFS): a ROOT/home that is a
+        # symlink out of the root is followed inside it, never to the host.
+        try:
+            st = fs.lstat(home)
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISDIR(st.st_mode):  # made since the probe: left as it is
+                return None
+            raise FileExistsError(f"{home} exists and is not a directory")
+        parent, _, base = home.rpartition("/")
         # Built aside, then renamed: a killed run leaves no half-copied home
         # that a later run would take for a finished one.
-        tmp = os.path.join(parent, f".{base[:200]}.undistro-tmp")
-        if os.path.islink(tmp) or os.path.isfile(tmp):
-            os.unlink(tmp)
-        elif os.path.lexists(tmp):
-            shutil.rmtree(tmp)
-        os.mkdir(tmp, 0o700)
+        tmp = f"{parent}/.{base[:200]}.undistro-tmp"
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISDIR(fs.lstat(tmp).st_mode):
+                fs.rmtree(tmp)
+            else:
+                fs.unlink(tmp)
+        fs.mkdir(tmp, 0o700)
         try:
-            note = _copy_skel(ctx.path("/etc/skel"), tmp, uid, gid)
-            os.chown(tmp, uid, gid, follow_symlinks=False)
-            os.chmod(tmp, self.mode)
-            os.rename(tmp, path)
+            dest = fs.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                note = _copy_skel(fs, dest, uid, gid)
+            finally:
+                os.close(dest)
+            fs.set_meta(tmp, self.mode, uid, gid)
+            fs.replace(tmp, home)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                fs.rmtree(tmp)
             raise
         return note
 
 
-def _copy_skel(skel: str, dest: str, uid: int, gid: int) -> str | None:
-    """Copy the skeleton into a new home, never following a symlink: each
-    entry is opened with O_NOFOLLOW relative to its opened parent, links are
-    re-created as links, anything but files, directories and links is
-    skipped. Returns a note for the journal when the skeleton is not used."""
+def _copy_skel(fs: Any, dest: int, uid: int, gid: int) -> str | None:
+    """Copy the skeleton into a new home (the open directory ``dest``),
+    never following a symlink: each entry is opened with O_NOFOLLOW relative
+    to its opened parent, links are re-created as links, anything but files,
+    directories and links is skipped. Returns a note for the journal when the
+    skeleton is not used."""
     try:
-        fd = os.open(skel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        fd = fs.open("/etc/skel", os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
         return None
-    except NotADirectoryError:  # also what O_NOFOLLOW says of a symlink
+    except OSError:  # ENOTDIR or ELOOP: a file, or a symlink refused by O_NOFOLLOW
         return "/etc/skel is not a directory (a symlink?): home left empty"
     try:
         _copy_dir(fd, dest, uid, gid)
@@ -385,19 +390,24 @@ def _copy_skel(skel: str, dest: str, uid: int, gid: int) -> str | None:
 _SKEL_DEPTH = 32
 
 
-def _copy_dir(src: int, dest: str, uid: int, gid: int, depth: int = 0) -> None:
+def _copy_dir(src: int, dest: int, uid: int, gid: int, depth: int = 0) -> None:
+    """Copy directory fd ``src`` into directory fd ``dest``: every name is
+    relative to an open directory, so nothing here resolves a path."""
     if depth > _SKEL_DEPTH:
         raise OSError(f"/etc/skel nests deeper than {_SKEL_DEPTH} directories: not copied")
     for name in os.listdir(src):
         st = os.stat(name, dir_fd=src, follow_symlinks=False)
-        target = os.path.join(dest, name)
         if stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(name, dir_fd=src), target)
+            os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dest)
         elif stat.S_ISDIR(st.st_mode):
             sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=src)
             try:
-                os.mkdir(target, 0o700)
-                _copy_dir(sub, target, uid, gid, depth + 1)
+                os.mkdir(name, 0o700, dir_fd=dest)
+                out = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dest)
+                try:
+                    _copy_dir(sub, out, uid, gid, depth + 1)
+                finally:
+                    os.close(out)
             finally:
                 os.close(sub)
         elif stat.S_ISREG(st.st_mode):
@@ -405,7 +415,9 @@ def _copy_dir(src: int, dest: str, uid: int, gid: int, depth: int = 0) -> None:
             try:
                 if not stat.S_ISREG(os.fstat(fin).st_mode):  # swapped since the stat
                     continue
-                with open(fin, "rb", closefd=False) as reader, open(target, "xb") as writer:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                fout = os.open(name, flags, 0o600, dir_fd=dest)
+                with open(fin, "rb", closefd=False) as reader, open(fout, "wb") as writer:
                     shutil.copyfileobj(reader, writer)
             finally:
                 os.close(fin)
@@ -413,6 +425,6 @@ def _copy_dir(src: int, dest: str, uid: int, gid: int, depth: int = 0) -> None:
             continue
         # Nobody but root can enter the home before its rename, so these
         # names are still the entries just made.
-        os.chown(target, uid, gid, follow_symlinks=False)
+        os.chown(name, uid, gid, dir_fd=dest, follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):
-            os.chmod(target, stat.S_IMODE(st.st_mode))
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dest)
