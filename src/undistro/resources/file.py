@@ -35,6 +35,7 @@ from undistro.resources._base import (
     string_table,
 )
 from undistro.resources._paths import PathResource, PathState, Refuse
+from undistro.resources._validate_cmd import validate_command
 
 
 class Proven:
@@ -64,6 +65,7 @@ class File(PathResource):
         "vars": string_table,
         "mode": mode,
         "sensitive": boolean,
+        "validate": validate_command,
     }
     defaults: ClassVar[dict[str, Any]] = {"ensure": "present", "sensitive": False}
 
@@ -182,6 +184,11 @@ class File(PathResource):
         action.label = self.path
         action.old = state.content if state.kind == "file" else b""
         action.sensitive = self.values["sensitive"]
+        if "validate" in self.values:
+            from undistro.resources._validate_cmd import describe
+
+            action.validate = self.values["validate"]
+            action.summary += f", {describe(action.validate)}"
         return action
 
     def describe(self, state: Any) -> str | None:
@@ -201,6 +208,7 @@ class WriteFile(Action):
     label = ""
     old: bytes | None = b""
     sensitive = False
+    validate: tuple[str, ...] | None = None
 
     def __init__(
         self,
@@ -249,6 +257,8 @@ class WriteFile(Action):
             os.unlink(tmp)
             raise
         os.close(fd)
+        if self.validate is not None:
+            _validate(self.validate, tmp, ctx.root)
         ctx.stage_replace(tmp, self.path)
         ctx.record(self.path, Fingerprint.of(st, self.sha256))
         return None
@@ -267,6 +277,17 @@ def unified_diff(label: str, old: bytes | None, new: bytes) -> str:
     return "".join(
         line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
     )
+
+
+def _validate(argv: tuple[str, ...], tmp: str, root: str) -> None:
+    """The candidate must pass ``validate`` before it is staged; if not, it goes."""
+    from undistro.resources._validate_cmd import run_validate
+
+    try:
+        run_validate(argv, tmp, root)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _read(path: str) -> bytes:
