@@ -21,15 +21,11 @@ refreshed.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from undistro.errors import ApplyError
-
-if TYPE_CHECKING:
-    import subprocess
 
 PLACEHOLDER = "{path}"
 TIMEOUT = 60.0
@@ -81,7 +77,9 @@ def run_validate(argv: tuple[str, ...], candidate: str, root: str) -> None:
             stderr=subprocess.STDOUT,
             env=env,
             cwd=os.path.dirname(candidate),
-            start_new_session=True,  # a timeout kills its whole group
+            # In the agent's own process group, not a session of its own: the
+            # builtin supervisor (child subreaper) reaps exited children of
+            # other groups as orphans, and this exit status must be ours.
         )
     except OSError as exc:
         raise ApplyError(f"validate: cannot run {args[0]}: {exc.strerror or exc}") from None
@@ -89,7 +87,7 @@ def run_validate(argv: tuple[str, ...], candidate: str, root: str) -> None:
     output, timed_out = _read_bounded(proc.stdout.fileno(), time.monotonic() + TIMEOUT)
     proc.stdout.close()
     if timed_out:
-        _kill_group(proc)
+        proc.kill()
     code = proc.wait()
     if timed_out:
         raise ApplyError(
@@ -124,10 +122,3 @@ def _read_bounded(fd: int, deadline: float) -> tuple[bytes, bool]:
             return bytes(kept), False
         if len(kept) < _KEEP:
             kept += chunk[: _KEEP - len(kept)]
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    import signal
-
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
