@@ -55,6 +55,9 @@ PLAN_TABLE = [
     ({"running": False}, ServiceState(None, None, False, None), []),
     ({"enabled": False}, ServiceState(None, None, False, None), []),
     ({"enabled": False}, UP, []),
+    # reload, restart policy, timeouts changed: the process stays
+    ({}, ServiceState("running", 42, True, None, updated=False), ["UpdateService"]),
+    ({}, ServiceState("backoff", None, True, None, updated=False), ["UpdateService"]),
 ]
 
 
@@ -74,6 +77,18 @@ REFRESH_TABLE = [
     ({}, ServiceState(None, None, False, None), []),  # starting anyway, with the new config
     ({"running": False}, ServiceState("stopped", None, True, None), []),
     ({"enabled": False}, UP, []),
+    # it read the notifying files as they are now: a repair back to them owes nothing
+    ({}, ServiceState("running", 42, True, None, read_inputs=True), []),
+    # a restart is pending: it will read the repaired files
+    ({"on_notify": "reload"}, ServiceState("backoff", None, True, None), []),
+    # spawned before the repair, perhaps, and not ready yet
+    ({"on_notify": "reload"}, ServiceState("starting", 42, True, None), [RestartService]),
+    # an in-place update does not stand for the refresh
+    (
+        {"on_notify": "reload"},
+        ServiceState("running", 42, True, None, updated=False),
+        [ReloadService],
+    ),
 ]
 
 
