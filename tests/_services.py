@@ -152,7 +152,9 @@ class Nginx:
         conf_dir = root / "etc" / "ngx"
         conf_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy("/etc/nginx/mime.types", conf_dir / "mime.types")  # a relative include
-        self.globals = f"pid {self.prefix}/nginx.pid; error_log {self.prefix}/error.log;"
+        # notice: nginx logs each SIGHUP it gets ("signal 1 (SIGHUP) received"), so a test
+        # can tell from nginx itself whether it was reloaded.
+        self.globals = f"pid {self.prefix}/nginx.pid; error_log {self.prefix}/error.log notice;"
 
     def config(self, body: str, extra: str = "") -> str:
         """A realistic nginx.conf (relative include, temp paths) serving ``body``."""
@@ -203,6 +205,13 @@ class Nginx:
                 return str(r.read().decode().strip())
         except OSError:
             return None
+
+    def reloads(self) -> int:
+        """How many reloads nginx itself has logged."""
+        try:
+            return (self.prefix / "error.log").read_text().count("(SIGHUP) received")
+        except FileNotFoundError:
+            return 0
 
     def master(self) -> int | None:
         try:

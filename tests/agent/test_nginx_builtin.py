@@ -100,6 +100,7 @@ def test_rejected_config_never_reaches_nginx_and_a_fixed_one_is_reloaded(
     write(agent, nginx.tables("v3"))
     serving(nginx, "v3")
     assert service(agent)["pid"] == master, "reloaded by a restart, not in place"
+    assert nginx.reloads() == 1
     assert alive(master)
     wait_until(lambda: "reloaded (SIGHUP)" in journal(agent), what="reload journalled")
     assert "repaired file:" in journal(agent, f"file:{nginx.conf}").split("bogus_directive")[-1]
@@ -141,7 +142,8 @@ def test_a_repair_back_to_the_content_nginx_started_with_owes_no_reload(
     wait_until(lambda: conf.read_text() == good, 10, "repaired")
     wait_until(lambda: f"repaired file:{nginx.conf}" in agent.log(), what="journalled")
     time.sleep(0.3)
-    assert "reloaded" not in journal(agent)
+    assert nginx.reloads() == 0, "reloaded for a repair back to what it runs"
+    assert "reloaded (" not in journal(agent)
     assert service(agent)["pid"] == master
     assert nginx.get() == "v1"
 
@@ -166,6 +168,7 @@ def test_a_failed_reload_stays_owed_across_an_agent_restart_until_it_succeeds(
     assert "reload command exited 3" in error and "refresh owed" in error, error
     assert nginx.get() == "v1"
     wait_until(lambda: "reload failed: command exited 3" in journal(agent), what="journalled")
+    assert nginx.reloads() == 0
     plan = run_cli("plan", str(agent.policy), "--root", str(agent.root))
     assert "service:nginx: would repair (refresh owed)" in plan.stdout, plan.stdout
     assert "refresh: reload service nginx" in plan.stdout
@@ -175,6 +178,7 @@ def test_a_failed_reload_stays_owed_across_an_agent_restart_until_it_succeeds(
     agent.start()
     serving(nginx, "v2")
     assert service(agent)["pid"] == master, "the owed refresh restarted nginx"
+    assert nginx.reloads() == 1
     assert promise(agent, "service:nginx").get("state") == "repaired"
     applied = run_cli("apply", str(agent.policy), "--root", str(agent.root))
     assert applied.returncode == 0, applied.stdout + applied.stderr
