@@ -88,7 +88,7 @@ def test_validate_is_bounded_in_time_and_output(
     candidate.write_text("x")
     monkeypatch.setattr(_validate_cmd, "TIMEOUT", 0.5)
     began = time.monotonic()
-    with pytest.raises(ApplyError, match="did not finish within 0.5s"):
+    with pytest.raises(ApplyError, match=r"did not finish within 0\.5s"):
         run_validate(("/bin/sh", "-c", "exec sleep 30", "{path}"), str(candidate), "/")
     assert time.monotonic() - began < 5
     # 20 MB of output: read and dropped, the error keeps its first lines.
@@ -116,6 +116,6 @@ def test_a_failed_refresh_stays_owed_until_it_succeeds(policy: PolicyDir, root: 
     (root / "deny").unlink()
     paid = converge(policy, root)
     assert statuses(paid) == {"file:/etc/app.conf": "kept", "exec:reload": "repaired"}
-    assert "refresh owed (notified by file:/etc/app.conf)" == paid.causes["exec:reload"]
+    assert paid.causes["exec:reload"] == "refresh owed (notified by file:/etc/app.conf)"
     assert statuses(converge(policy, root)) == {"file:/etc/app.conf": "kept", "exec:reload": "kept"}
     assert (root / "reloads").read_text() == "x\nx\n"
