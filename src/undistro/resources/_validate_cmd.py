@@ -62,6 +62,16 @@ def describe(argv: tuple[str, ...]) -> str:
     return f"validated by {os.path.basename(argv[0])} before the rename"
 
 
+def judge(argv: tuple[str, ...], candidate: str, root: str) -> None:
+    """The candidate must pass before it is staged for the rename; if it does
+    not (or the validator cannot run), it is removed and ApplyError raised."""
+    try:
+        run_validate(argv, candidate, root)
+    except BaseException:
+        os.unlink(candidate)
+        raise
+
+
 def run_validate(argv: tuple[str, ...], candidate: str, root: str) -> None:
     """Run the validator on ``candidate``; ApplyError (with its output) unless it exits 0."""
     import signal

@@ -258,7 +258,9 @@ class WriteFile(Action):
             raise
         os.close(fd)
         if self.validate is not None:
-            _validate(self.validate, tmp, ctx.root)
+            from undistro.resources._validate_cmd import judge
+
+            judge(self.validate, tmp, ctx.root)  # a rejected candidate is removed
         ctx.stage_replace(tmp, self.path)
         ctx.record(self.path, Fingerprint.of(st, self.sha256))
         return None
@@ -277,17 +279,6 @@ def unified_diff(label: str, old: bytes | None, new: bytes) -> str:
     return "".join(
         line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
     )
-
-
-def _validate(argv: tuple[str, ...], tmp: str, root: str) -> None:
-    """The candidate must pass ``validate`` before it is staged; if not, it goes."""
-    from undistro.resources._validate_cmd import run_validate
-
-    try:
-        run_validate(argv, tmp, root)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _read(path: str) -> bytes:
