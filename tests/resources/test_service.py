@@ -289,3 +289,18 @@ def test_example_policy_plans(cli) -> None:  # type: ignore[no-untyped-def]
     assert code == 0, err
     assert "start service hello-http (builtin)" in out
     assert "create file" in out
+
+
+def test_a_one_shot_apply_journals_the_service_events(cli, world: Path) -> None:  # type: ignore[no-untyped-def]
+    cmd = service_cmd(world, "serve", delay=0.1)
+    write(world, f'[[service]]\nname = "j"\ncommand = {cmd}\nreadiness = "notify"\n')
+    code, out, _ = cli("apply", world / "policy", "--root", world / "root")
+    assert code == 0, out
+    (pid,) = started(world)
+    code, log, _ = cli("log", "--root", world / "root", "--resource", "service:j")
+    assert f"starting service:j  (spawned, pid {pid})" in log, log
+    assert f"running  service:j  (ready, pid {pid})" in log, log
+    assert "repaired service:j" in log
+    # plan reads only: it journals nothing
+    cli("plan", world / "policy", "--root", world / "root")
+    assert cli("log", "--root", world / "root", "--resource", "service:j")[1] == log
