@@ -121,3 +121,126 @@ def wait_started(tmp: Path, count: int = 1, timeout: float = 10) -> list[int]:
             raise AssertionError(f"{len(pids)} of {count} service processes started")
         time.sleep(0.02)
     return pids
+
+
+NGINX = "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (high, chosen by the kernel)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Nginx:
+    """Debian's real nginx as a ``[[service]]``: loopback only, a free port,
+    its pid, logs and temp files under ``prefix`` (the test's tmp dir).
+
+    The config (``conf``, a policy path) answers ``GET /`` with a body, so
+    what is served says which config the running master has loaded.
+    """
+
+    def __init__(self, tmp: Path, root: Path) -> None:
+        self.prefix = tmp / "ngx"
+        self.prefix.mkdir(exist_ok=True)
+        self.root = root
+        self.port = free_port()
+        self.conf = "/etc/ngx/nginx.conf"
+        conf_dir = root / "etc" / "ngx"
+        conf_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy("/etc/nginx/mime.types", conf_dir / "mime.types")  # a relative include
+        # notice: nginx logs each SIGHUP it gets ("signal 1 (SIGHUP) received"), so a test
+        # can tell from nginx itself whether it was reloaded.
+        self.globals = f"pid {self.prefix}/nginx.pid; error_log {self.prefix}/error.log notice;"
+
+    def config(self, body: str, extra: str = "") -> str:
+        """A realistic nginx.conf (relative include, temp paths) serving ``body``."""
+        temps = "\n".join(
+            f"    {kind}_temp_path {self.prefix}/{kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        return (
+            "worker_processes 1;\n"
+            "events { worker_connections 64; }\n"
+            "http {\n"
+            "    include mime.types;\n"
+            "    access_log off;\n"
+            f"{temps}\n"
+            f"    server {{ listen 127.0.0.1:{self.port};\n"
+            f'        location / {{ default_type text/plain; return 200 "{body}\\n"; }} }}\n'
+            f"{extra}"
+            "}\n"
+        )
+
+    def argv(self) -> list[str]:
+        conf = str(self.root) + self.conf
+        return [NGINX, "-p", str(self.prefix), "-c", conf, "-g", f"daemon off; {self.globals}"]
+
+    def validate(self) -> list[str]:
+        return [NGINX, "-t", "-q", "-p", str(self.prefix), "-g", self.globals, "-c", "{path}"]
+
+    def tables(self, body: str, *, service_extra: str = "", file_extra: str = "") -> str:
+        """The policy: the config file (validated, notifying) and the service."""
+        import json
+
+        content = json.dumps(self.config(body))
+        return (
+            f'[[file]]\npath = "{self.conf}"\ncontent = {content}\nmode = "0644"\n'
+            f"validate = {json.dumps(self.validate())}\n"
+            f'notify = ["service:nginx"]\n{file_extra}\n'
+            f'[[service]]\nname = "nginx"\ncommand = {json.dumps(self.argv())}\n'
+            'on_notify = "reload"\nrestart_delay = 0.1\n'
+            f'requires = ["file:{self.conf}"]\n{service_extra}'
+        )
+
+    def get(self, timeout: float = 2) -> str | None:
+        """The body served on ``/``, or None if nothing answers."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=timeout) as r:
+                return str(r.read().decode().strip())
+        except OSError:
+            return None
+
+    def reloads(self) -> int:
+        """How many reloads nginx itself has logged."""
+        try:
+            return (self.prefix / "error.log").read_text().count("(SIGHUP) received")
+        except FileNotFoundError:
+            return 0
+
+    def master(self) -> int | None:
+        try:
+            return int((self.prefix / "nginx.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL every master started on this prefix, with its process group
+        (the workers): found by pid file and by command line."""
+        masters = {self.master()} | set(self.pids())
+        for pid in masters - {None}:
+            assert pid is not None
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def pids(self) -> list[int]:
+        """Live processes whose command line names this prefix (masters)."""
+        found = []
+        mark = str(self.prefix).encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if mark in f.read() and alive(int(entry)):
+                        found.append(int(entry))
+            except OSError:
+                continue
+        return found

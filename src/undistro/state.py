@@ -249,6 +249,50 @@ class StateStore:
             return iter(())
         return iter(db.execute("SELECT path, resource FROM managed").fetchall())
 
+    # -- owed refreshes (the engine's notify edges that have not been paid) ----
+    #
+    # Created on first use rather than in _SCHEMA, so that a store made by an
+    # older undistro gains it without a schema bump.
+
+    def owed_refreshes(self) -> dict[str, tuple[float, str]]:
+        """Resource id -> (since, cause) of every refresh a repair owed it and
+        that has not succeeded yet (a failed reload, an agent killed between
+        the repair and the refresh)."""
+        db = self._read()
+        if db is None:
+            return {}
+        try:
+            rows = db.execute("SELECT resource, since, cause FROM owed_refresh").fetchall()
+        except sqlite3.OperationalError:  # no such table: nothing was ever owed
+            return {}
+        return {str(r[0]): (float(r[1]), str(r[2])) for r in rows}
+
+    def settle_refreshes(
+        self, *, owe: dict[str, tuple[float, str]] | None = None, paid: Iterable[str] = ()
+    ) -> None:
+        """Record refreshes now owed (an earlier ``since`` is kept) and forget
+        the ``paid`` ones, in one transaction; nothing to do writes nothing."""
+        done = list(paid)
+        if not owe and not done:
+            return
+        self._read()
+        db = self._write()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS owed_refresh (resource TEXT PRIMARY KEY,"
+                " since REAL NOT NULL, cause TEXT NOT NULL) WITHOUT ROWID"
+            )
+            db.executemany("DELETE FROM owed_refresh WHERE resource = ?", [(r,) for r in done])
+            db.executemany(
+                "INSERT OR IGNORE INTO owed_refresh VALUES (?,?,?)",
+                [(rid, since, cause) for rid, (since, cause) in (owe or {}).items()],
+            )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            raise StateError(f"cannot write state store {self.path}: {exc}") from None
+
 
 def _entry(row: tuple[Any, ...]) -> JournalEntry:
     return JournalEntry(

@@ -101,26 +101,33 @@ def test_config_drift_is_repaired_before_the_restart_it_triggers(
     tmp, agent = world
     conf = agent.path("/etc/app.conf")
     cmd = service_cmd(tmp, "serve", config=str(conf))
-    write(
-        agent,
-        '[[file]]\npath = "/etc/app.conf"\ncontent = "port=8080\\n"\nmode = "0644"\n'
+    tables = (
+        '[[file]]\npath = "/etc/app.conf"\ncontent = "port={port}\\n"\nmode = "0644"\n'
         'notify = ["service:app"]\n\n'
         f'[[service]]\nname = "app"\ncommand = {cmd}\nreadiness = "notify"\n'
-        'requires = ["file:/etc/app.conf"]\n',
+        'requires = ["file:/etc/app.conf"]\n'
     )
+    write(agent, tables.format(port=8080))
     agent.start()
     (first,) = wait_started(tmp)
     logfile = agent.path("/var/lib/undistro/services/builtin/app.log")
     wait_until(lambda: "config: port=8080" in logfile.read_text(), what="first config")
-    conf.write_text("port=6666\n")  # drift
+    # Drift, repaired back to the very content the service started with: it
+    # owes no restart (the process never read the drift).
+    conf.write_text("port=6666\n")
+    wait_until(lambda: agent.log().count("repaired file:/etc/app.conf") == 2, what="repaired")
+    assert conf.read_text() == "port=8080\n"
+    time.sleep(0.3)
+    assert started(tmp) == [first] and alive(first), "restarted for a harmless repair"
+    # A new content is a refresh: the restart comes after the file is in place.
+    write(agent, tables.format(port=9090))
     _, second = wait_started(tmp, 2)
     wait_until(lambda: f"started {second}" in logfile.read_text(), what="restarted")
     wait_until(lambda: "ready" in logfile.read_text().split(f"started {second}")[1])
     text = logfile.read_text()
     assert "config: port=6666" not in text, "a service started on drifted configuration"
-    assert text.count("config: port=8080") == 2
+    assert text.split(f"started {second}")[0].endswith("config: port=9090\n"), text
     assert not alive(first)
-    assert conf.read_text() == "port=8080\n"
     wait_until(lambda: "refresh: restart service app" in agent.log(), what="journalled")
 
 

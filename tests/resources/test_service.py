@@ -55,6 +55,9 @@ PLAN_TABLE = [
     ({"running": False}, ServiceState(None, None, False, None), []),
     ({"enabled": False}, ServiceState(None, None, False, None), []),
     ({"enabled": False}, UP, []),
+    # reload, restart policy, timeouts changed: the process stays
+    ({}, ServiceState("running", 42, True, None, updated=False), ["UpdateService"]),
+    ({}, ServiceState("backoff", None, True, None, updated=False), ["UpdateService"]),
 ]
 
 
@@ -74,6 +77,18 @@ REFRESH_TABLE = [
     ({}, ServiceState(None, None, False, None), []),  # starting anyway, with the new config
     ({"running": False}, ServiceState("stopped", None, True, None), []),
     ({"enabled": False}, UP, []),
+    # it read the notifying files as they are now: a repair back to them owes nothing
+    ({}, ServiceState("running", 42, True, None, read_inputs=True), []),
+    # a restart is pending: it will read the repaired files
+    ({"on_notify": "reload"}, ServiceState("backoff", None, True, None), []),
+    # spawned before the repair, perhaps, and not ready yet
+    ({"on_notify": "reload"}, ServiceState("starting", 42, True, None), [RestartService]),
+    # an in-place update does not stand for the refresh
+    (
+        {"on_notify": "reload"},
+        ServiceState("running", 42, True, None, updated=False),
+        [ReloadService],
+    ),
 ]
 
 
@@ -274,3 +289,18 @@ def test_example_policy_plans(cli) -> None:  # type: ignore[no-untyped-def]
     assert code == 0, err
     assert "start service hello-http (builtin)" in out
     assert "create file" in out
+
+
+def test_a_one_shot_apply_journals_the_service_events(cli, world: Path) -> None:  # type: ignore[no-untyped-def]
+    cmd = service_cmd(world, "serve", delay=0.1)
+    write(world, f'[[service]]\nname = "j"\ncommand = {cmd}\nreadiness = "notify"\n')
+    code, out, _ = cli("apply", world / "policy", "--root", world / "root")
+    assert code == 0, out
+    (pid,) = started(world)
+    code, log, _ = cli("log", "--root", world / "root", "--resource", "service:j")
+    assert f"starting service:j  (spawned, pid {pid})" in log, log
+    assert f"running  service:j  (ready, pid {pid})" in log, log
+    assert "repaired service:j" in log
+    # plan reads only: it journals nothing
+    cli("plan", world / "policy", "--root", world / "root")
+    assert cli("log", "--root", world / "root", "--resource", "service:j")[1] == log

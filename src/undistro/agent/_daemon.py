@@ -151,7 +151,11 @@ class Agent:
         from undistro.supervisor import Supervisors
 
         self.services = Supervisors(
-            loop, self.converger.state_dir, root=self.converger.root, converge=self._before_start
+            loop,
+            self.converger.state_dir,
+            root=self.converger.root,
+            converge=self._before_start,
+            journal=self._journal_event,
         )
         self.services.subscribe(self._on_service_event)
         self.converger.host_services(self.services)
@@ -446,18 +450,23 @@ class Agent:
         if status.phase.value == "failed":
             now = time.time()
             self._note(Outcome(rid, "failed", f"supervisor: {event.cause}", (), event.cause), now)
-            self._spawn(
-                self._journal_service(rid, "failed", f"supervisor: {event.cause}", event.cause)
-            )
         elif status.phase.value == "backoff" or event.cause == "adopted":
             self._log(f"{rid}: {event.cause}")
 
-    async def _journal_service(self, rid: str, outcome: str, cause: str, error: str) -> None:
+    def _journal_event(self, rid: str, outcome: str, cause: str, when: float) -> None:
+        """Every service state change goes to the journal (the supervisor's
+        one callback into it), in order, never beside a run's own commit."""
+        error = f"supervisor: {cause}" if outcome == "failed" else None
+        self._spawn(self._journal_service(rid, outcome, cause, error, when))
+
+    async def _journal_service(
+        self, rid: str, outcome: str, cause: str, error: str | None, when: float
+    ) -> None:
         from undistro.state import JournalEntry, new_run_id
 
         assert self._lock is not None
         async with self._lock:
-            entry = JournalEntry(time.time(), new_run_id(), rid, outcome, cause, (), error=error)
+            entry = JournalEntry(when, new_run_id(), rid, outcome, cause, (), error=error)
             self.converger.store.commit(journal=[entry])
 
     def _note(self, out: Outcome, now: float) -> None:

@@ -51,7 +51,20 @@ def run_policy(
             _journal_retired(session, summary.run, gone)
         return summary, [f"stopped service {n}: it left the policy" for n in gone]
 
-    return run_hosted(work, session.state_dir, root=session.root, read_only=dry_run)
+    # Service events (spawned, ready, exited, reloaded) are journalled once
+    # the run is over: the engine's worker thread owns the store meanwhile.
+    events: list[tuple[str, str, str, float]] = []
+    try:
+        return run_hosted(
+            work,
+            session.state_dir,
+            root=session.root,
+            read_only=dry_run,
+            journal=None if dry_run else lambda *event: events.append(event),
+        )
+    finally:
+        if events:
+            _journal_events(session, events)
 
 
 def _recorded(state_dir: str) -> bool:
@@ -59,6 +72,20 @@ def _recorded(state_dir: str) -> bool:
 
     managed = os.path.join(state_dir, "services", "managed")
     return os.path.isdir(managed) and any(n.endswith(".json") for n in os.listdir(managed))
+
+
+def _journal_events(session: Session, events: list[tuple[str, str, str, float]]) -> None:
+    from undistro.state import JournalEntry, new_run_id
+
+    run = new_run_id()
+    session.store().commit(
+        journal=[
+            JournalEntry(
+                when, run, rid, outcome, cause, (), error=cause if outcome == "failed" else None
+            )
+            for rid, outcome, cause, when in events
+        ]
+    )
 
 
 def _journal_retired(session: Session, run: str, names: list[str]) -> None:

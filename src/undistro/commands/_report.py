@@ -21,7 +21,7 @@ def print_run(
             continue
         head = f"{marks[result.status]} {result.id}: {verbs[result.status]}"
         if result.refreshed:
-            head += " (notified)"
+            head += " (refresh owed)" if result.owed else " (notified)"
         out.write(_paint(head, result.status, color) + "\n")
         for action in result.actions:
             out.write(f"    {action}\n")

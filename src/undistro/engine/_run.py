@@ -34,6 +34,7 @@ class Result:
         "error",
         "id",
         "output",
+        "owed",
         "planned",
         "refreshed",
         "status",
@@ -58,6 +59,7 @@ class Result:
         self.after: str | None = None
         self.output: str | None = None
         self.refreshed = refreshed
+        self.owed = False  # refreshed because an earlier run's refresh is still owed
 
     def __repr__(self) -> str:
         return f"<Result {self.id} {self.status}>"
@@ -146,8 +148,10 @@ class Engine:
         started = time.perf_counter()
         graph, resources = self.policy.graph, self.policy.resources
         selected = None if only is None else set(only)
-        refresh = set(notified)
+        owed = self._owed(selected)
+        refresh = set(notified) | owed.keys()
         notifier: dict[str, str] = {}
+        owing: dict[str, tuple[float, str]] = {}  # refreshes this run made owed
         ctx = RunContext(self.root, self.facts, self._fingerprints(selected), self.services)
         results: dict[str, Result] = {}
         marker = os.path.join(self.state.state_dir, "apply.unfinished")
@@ -183,6 +187,7 @@ class Engine:
                     continue
                 if not actions:
                     results[rid] = Result(rid, KEPT, refreshed=refreshed)
+                    results[rid].owed = rid in owed
                     continue
                 results[rid] = Result(
                     rid,
@@ -191,6 +196,7 @@ class Engine:
                     before=_describe(res, state),
                     refreshed=refreshed,
                 )
+                results[rid].owed = rid in owed
                 work.append(_Work(res, state, actions, refreshed))
             if not work:
                 continue
@@ -199,23 +205,64 @@ class Engine:
                     _touch(marker)
                     marked = True
                 self._execute(ctx, work, results)
+            fresh: dict[str, tuple[float, str]] = {}
             for item in work:
                 rid = item.resource.id
                 if results[rid].status == REPAIRED:
                     for target in graph.notifies.get(rid, ()):
                         refresh.add(target)
                         notifier.setdefault(target, rid)
+                        if target not in owed and target not in owing:
+                            fresh[target] = (time.time(), f"notified by {rid}")
+            if fresh and not dry_run:
+                # Owed before it is attempted: an agent killed between the
+                # repair and the refresh still owes it at its next start.
+                self.state.settle_refreshes(owe=fresh)
+                owing.update(fresh)
 
         summary = RunSummary(self.policy.name, new_run_id(), cause, dry_run, results)
         summary.causes = dict(causes or {})
         for rid, by in notifier.items():
             summary.causes.setdefault(rid, f"notified by {by}")
+        for rid in owed.keys() & results.keys():
+            summary.causes.setdefault(rid, f"refresh owed ({owed[rid][1]})")
         summary.seconds = time.perf_counter() - started
         if not dry_run:
+            self._settle(results, refresh, owed, owing)
             self._commit(ctx, summary)
             if marked or os.path.exists(marker):
                 os.unlink(marker)
         return summary
+
+    def _owed(self, selected: set[str] | None) -> dict[str, tuple[float, str]]:
+        """Refreshes still owed to the resources this run checks."""
+        resources = self.policy.resources
+        return {
+            rid: why
+            for rid, why in self.state.owed_refreshes().items()
+            if rid in resources and (selected is None or rid in selected)
+        }
+
+    def _settle(
+        self,
+        results: dict[str, Result],
+        refresh: set[str],
+        owed: dict[str, tuple[float, str]],
+        owing: dict[str, tuple[float, str]],
+    ) -> None:
+        """A refresh is paid once its resource converged with it; one that
+        failed (or was skipped) stays owed, and the error says so."""
+        owe: dict[str, tuple[float, str]] = {}
+        paid = []
+        for rid in refresh & results.keys():
+            result = results[rid]
+            if result.status in (FAILED, SKIPPED):
+                if rid not in owed and rid not in owing:
+                    owe[rid] = (time.time(), "notified")
+                result.error = f"{result.error} (refresh owed: retried at the next check)"
+            elif rid in owed or rid in owing:
+                paid.append(rid)
+        self.state.settle_refreshes(owe=owe, paid=paid)
 
     def _walk(self, selected: set[str] | None, refresh: set[str]) -> Iterable[list[str]]:
         """The levels to check, in order: all of them for a full run; for a

@@ -19,7 +19,7 @@ engine, the agent or the fleet.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 from undistro.errors import ValidationError
@@ -141,9 +141,18 @@ class ServiceControl(Protocol):
         """The spec it was last started with, and the backend."""
         ...
 
-    def start(self, backend: str, spec: ServiceSpec, timeout: float) -> ServiceStatus: ...
+    def started_with(self, name: str) -> Mapping[str, str | None] | None:
+        """SHA-256 of each of ``inputs`` (rebased paths) as the running process
+        last read them (at its spawn or last reload); None if unknown."""
+        ...
 
-    def restart(self, backend: str, spec: ServiceSpec, timeout: float) -> ServiceStatus: ...
+    def start(
+        self, backend: str, spec: ServiceSpec, timeout: float, inputs: Iterable[str] = ()
+    ) -> ServiceStatus: ...
+
+    def restart(
+        self, backend: str, spec: ServiceSpec, timeout: float, inputs: Iterable[str] = ()
+    ) -> ServiceStatus: ...
 
     def stop(self, backend: str, name: str) -> ServiceStatus | None: ...
 

@@ -35,6 +35,7 @@ from undistro.resources._base import (
     string_table,
 )
 from undistro.resources._paths import PathResource, PathState, not_a
+from undistro.resources._validate_cmd import validate_command
 
 
 class Proven:
@@ -64,6 +65,7 @@ class File(PathResource):
         "vars": string_table,
         "mode": mode,
         "sensitive": boolean,
+        "validate": validate_command,
     }
     defaults: ClassVar[dict[str, Any]] = {"ensure": "present", "sensitive": False}
 
@@ -199,6 +201,11 @@ class File(PathResource):
         action.label = self.path
         action.old = state.content if state.kind == "file" else b""
         action.sensitive = self.values["sensitive"]
+        if "validate" in self.values:
+            from undistro.resources._validate_cmd import describe
+
+            action.validate = self.values["validate"]
+            action.summary += f", {describe(action.validate)}"
         return action
 
     def describe(self, state: Any) -> str | None:
@@ -221,6 +228,7 @@ class WriteFile(Action):
     label = ""
     old: bytes | None = b""
     sensitive = False
+    validate: tuple[str, ...] | None = None
 
     def __init__(
         self,
@@ -270,6 +278,12 @@ class WriteFile(Action):
             ctx.fs.unlink(tmp)
             raise
         os.close(fd)
+        if self.validate is not None:
+            from undistro.resources._validate_cmd import judge
+
+            # The validator is another program: it gets the candidate's
+            # kernel path, checked to still name the inode just written.
+            judge(self.validate, ctx.path(tmp), st.st_ino, ctx.root, lambda: ctx.fs.unlink(tmp))
         ctx.stage_replace(tmp, self.path)
         ctx.record(ctx.path(self.path), Fingerprint.of(st, sha256))
         return None

@@ -27,6 +27,7 @@ on the host with ``UNDISTRO_ROOT`` set and its working directory rebased.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -46,6 +47,7 @@ from undistro.resources._base import (
     string_table,
 )
 from undistro.supervisor import Phase, ServiceSpec, ServiceStatus, validate_spec
+from undistro.supervisor._spec import same_process
 
 _UP = ("running", "starting", "backoff", "stopping")
 
@@ -96,6 +98,8 @@ class ServiceState:
     current: bool  # last started with this very spec, on this backend
     elsewhere: str | None  # the backend it last ran on, if not this one
     done: bool = False  # a readiness = "exit" oneshot that finished well
+    updated: bool = True  # also its non-process fields (reload, restart policy) as now
+    read_inputs: bool = False  # the process read its notifying files as they are now
 
 
 class Service(Resource):
@@ -135,6 +139,10 @@ class Service(Resource):
         "start_timeout": 90.0,
     }
     concurrent = True  # a start waits for readiness: let other resources proceed
+    inputs: tuple[str, ...] | None = ()
+    """Paths of the files whose repair notifies this service (from ``bind``);
+    None when a notifier is not a file (an exec): then no repair can be
+    proven harmless and every notify is a refresh."""
 
     def validate(self) -> None:
         cmd = self.values["command"]
@@ -184,6 +192,19 @@ class Service(Resource):
             **extra,
         )
 
+    def bind(self, managed: Mapping[str, str], resources: Mapping[str, Resource]) -> None:
+        paths: list[str] = []
+        for res in resources.values():
+            if self.id in res.notify:
+                if res.type_name != "file" or not res.managed_paths():
+                    self.inputs = None
+                    return
+                paths.extend(res.managed_paths())
+        self.inputs = tuple(sorted(paths))
+
+    def _inputs(self, ctx: Context) -> tuple[str, ...]:
+        return tuple(ctx.path(p) for p in self.inputs or ())
+
     def implicit_requires(self) -> tuple[str, ...]:
         out = []
         for key in ("user", "group"):
@@ -204,14 +225,27 @@ class Service(Resource):
             if status is None or status.phase.value not in _UP:
                 elsewhere = None  # nothing left to stop there
         status = control.status(backend, spec)
-        current = applied is not None and applied == (spec, backend)
+        current = applied is not None and applied[1] == backend and same_process(applied[0], spec)
         return ServiceState(
             None if status is None else status.phase.value,
             None if status is None else status.pid,
             current,
             elsewhere,
             status is not None and status.phase is Phase.STOPPED and status.ready,
+            updated=applied is not None and applied[0] == spec,
+            read_inputs=self._read_inputs(ctx, control.started_with(self.name)),
         )
+
+    def _read_inputs(self, ctx: Context, known: Mapping[str, str | None] | None) -> bool:
+        """Whether the process read every notifying file with the content the
+        fingerprints now say it has (so a repair back to it owes nothing)."""
+        if self.inputs is None or not self.inputs or known is None:
+            return False
+        for path in self._inputs(ctx):
+            fp = ctx.fingerprint(path)
+            if fp is None or known.get(path) != fp.sha256:
+                return False
+        return True
 
     def plan(self, state: ServiceState) -> list[Action]:
         v = self.values
@@ -224,11 +258,16 @@ class Service(Resource):
             if state.phase in _UP:
                 actions.append(StopService(self, v["backend"]))
             return actions
+        in_place = state.current and not state.updated
         if state.phase == Phase.RUNNING.value and state.current:
+            if in_place:
+                actions.append(UpdateService(self))
             return actions
         if state.done and state.current:
             return actions  # a oneshot runs once per supervisor, not at every check
         if state.phase == Phase.BACKOFF.value and state.current:
+            if in_place:  # its next restart follows the new policy
+                actions.append(UpdateService(self))
             return actions  # the supervisor is restarting it already
         if state.phase in _UP and not state.current:
             actions.append(StartService(self, "restart (spec changed)"))
@@ -238,8 +277,14 @@ class Service(Resource):
 
     def refresh(self, state: ServiceState) -> list[Action]:
         v = self.values
-        if not (v["enabled"] and v["running"]) or self.plan(state):
-            return []  # not meant to run, or starting now anyway with what changed
+        if not (v["enabled"] and v["running"]) or state.read_inputs:
+            return []  # not meant to run, or it runs on exactly these files already
+        if state.phase == Phase.BACKOFF.value and state.current:
+            return []  # its next start, after this repair, reads the files as they are
+        if state.phase == Phase.STARTING.value and state.current:
+            return [RestartService(self)]  # spawned before the repair, perhaps
+        if [a for a in self.plan(state) if not isinstance(a, UpdateService)]:
+            return []  # starting now anyway, with what changed
         if v["on_notify"] == "reload":
             return [ReloadService(self)]
         return [RestartService(self)]
@@ -264,9 +309,20 @@ class StartService(Action):
     def execute(self, ctx: Context) -> str | None:
         svc = self.service
         status = ctx.services().start(
-            svc.values["backend"], svc.spec(ctx.root), svc.values["start_timeout"]
+            svc.values["backend"], svc.spec(ctx.root), svc.values["start_timeout"], svc._inputs(ctx)
         )
         return _check(status, "started")
+
+
+class UpdateService(StartService):
+    """A change to fields the process does not depend on (reload, restart
+    policy, timeouts): the backend takes the new spec, the process stays."""
+
+    def __init__(self, service: Service) -> None:
+        super().__init__(service, "update")
+        self.summary = (
+            f"update service {service.name} in place, no restart ({service.values['backend']})"
+        )
 
 
 class RestartService(Action):
@@ -277,7 +333,7 @@ class RestartService(Action):
     def execute(self, ctx: Context) -> str | None:
         svc = self.service
         status = ctx.services().restart(
-            svc.values["backend"], svc.spec(ctx.root), svc.values["start_timeout"]
+            svc.values["backend"], svc.spec(ctx.root), svc.values["start_timeout"], svc._inputs(ctx)
         )
         return _check(status, "restarted")
 

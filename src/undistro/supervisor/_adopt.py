@@ -18,13 +18,14 @@ import json
 import os
 from dataclasses import dataclass
 
-from undistro.supervisor._spec import ServiceSpec
+from undistro.supervisor._spec import ServiceSpec, process_fields
 
 
 def spec_hash(spec: ServiceSpec) -> str:
-    """A stable hash of everything in the spec; a change means the service must restart."""
-    fields = dataclasses.asdict(spec)
-    fields["environment"] = dict(spec.environment)
+    """A stable hash of what the process was made from (``PROCESS_FIELDS``):
+    a change means the service must restart; a new ``reload`` or restart
+    policy does not."""
+    fields = process_fields(spec)
     blob = json.dumps(fields, sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest()
 

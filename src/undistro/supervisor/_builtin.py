@@ -122,7 +122,10 @@ class BuiltinBackend:
             self._open_channels(svc)
         if svc.pid is not None and svc.hash != spec_hash(spec):
             await self._stop_process(svc, "spec changed")
+        in_place = svc.pid is not None and svc.spec != spec
         svc.spec, svc.hash, svc.identity = spec, spec_hash(spec), identity
+        if in_place:  # reload, restart policy, timeouts: the process stays
+            self._emit(svc, "spec updated in place")
         svc.want_up = True
         if svc.pid is None and svc.task is None and svc.restart_timer is None:
             svc.failures = ()
@@ -170,13 +173,22 @@ class BuiltinBackend:
     async def reload(self, name: str) -> ServiceStatus:
         """Run the reload command (waiting for it), or send the reload signal to the main pid."""
         svc = self._get(name)
+        if svc.phase is Phase.STARTING:
+            await self._settle(svc)  # a signal before its handlers are set could kill it
+        if svc.pid is None and (svc.restart_timer is not None or svc.task is not None):
+            # Its next start comes after this call, so it reads the files as
+            # they are now: that start is the reload.
+            self._emit(svc, "reload satisfied by the pending restart")
+            return svc.snapshot()
         if svc.pidfd is None or svc.pid is None:
+            self._emit(svc, f"reload failed: not running ({svc.phase.value})")
             raise ApplyError(f"service {name!r} is not running ({svc.phase.value})")
         spec = svc.spec
         if spec.reload_command:
             info = await self._run_helper(svc, spec.reload_command)
             code, cause = describe(info)
             if code not in (0, None):
+                self._emit(svc, f"reload failed: command {cause}")
                 raise ApplyError(f"service {name!r}: reload command {cause}")
             self._emit(svc, f"reloaded (command {cause})")
         elif spec.reload_signal is not None:

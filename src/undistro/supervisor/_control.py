@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -35,7 +36,14 @@ from typing import Any, TypeVar
 from undistro.errors import ApplyError
 from undistro.supervisor._adopt import RecordStore, proc_start_time
 from undistro.supervisor._builtin import BuiltinBackend
-from undistro.supervisor._spec import Backend, EventSink, Phase, ServiceSpec, ServiceStatus
+from undistro.supervisor._spec import (
+    Backend,
+    EventSink,
+    Phase,
+    ServiceEvent,
+    ServiceSpec,
+    ServiceStatus,
+)
 
 T = TypeVar("T")
 
@@ -44,6 +52,11 @@ SYSTEMD_BUS = "unix:path=/run/dbus/system_bus_socket"
 """The system bus; ``UNDISTRO_SYSTEMD_BUS`` names another (a container's)."""
 
 Converge = Callable[[ServiceSpec], Awaitable[None]]
+Journal = Callable[[str, str, str, float], None]
+"""(resource id, outcome, cause, time): one journal entry per service state
+change. The agent's writes it under its run lock; a one-shot run keeps them
+for after the run. The supervisor never sees the state store."""
+_INPUT_LIMIT = 16 << 20  # a notifying file larger than this is not fingerprinted
 
 
 class Supervisors:
@@ -64,6 +77,8 @@ class Supervisors:
             records say and never adopt (adopting binds the notify socket,
             which a running agent owns); s6 and systemd services read as
             unknown.
+        journal: told every service state change (started, ready, exited,
+            restarting, given up, reloaded, reload failed, stopped).
 
     Example (in a coroutine on the main thread)::
 
@@ -80,6 +95,7 @@ class Supervisors:
         root: str = "/",
         converge: Converge | None = None,
         read_only: bool = False,
+        journal: Journal | None = None,
     ) -> None:
         self.loop = loop
         self.read_only = read_only
@@ -92,6 +108,8 @@ class Supervisors:
         self._starting: set[str] = set()
         self._starting_lock = threading.Lock()
         self._records = os.path.join(self.state_dir, "managed")
+        if journal is not None:
+            self._sinks.append(lambda event: _journal_event(journal, event))
 
     # -- on the loop ------------------------------------------------------------
 
@@ -149,6 +167,10 @@ class Supervisors:
             ours = spec.name in self._starting
         if not ours and self._converge is not None:
             await self._converge(spec)
+        # The process about to be spawned reads its config files as they are
+        # now: remember their content, so that a later repair back to it
+        # owes no reload (and one that differs does).
+        self._stamp_inputs(spec.name)
 
     async def close(self) -> None:
         """Let go of every backend; the services keep running, to be re-adopted."""
@@ -167,10 +189,10 @@ class Supervisors:
         if backend.status(spec.name) is None:
             await _adopt(backend, spec)
         if action == "start":
-            return await backend.start(spec)
+            return await self._spawning(kind, backend, spec.name, backend.start(spec))
         if action == "restart":
-            return await backend.restart(spec)
-        return await backend.reload(spec.name)
+            return await self._spawning(kind, backend, spec.name, backend.restart(spec))
+        return await self._reload(kind, spec.name)
 
     def stats(self) -> dict[str, Any]:
         """Every service started here, by name (no I/O but the records): for
@@ -217,33 +239,53 @@ class Supervisors:
             return known
         return await _adopt(backend, spec)
 
-    def start(self, kind: str, spec: ServiceSpec, timeout: float) -> ServiceStatus:
-        """Start (or adopt) the service and wait until it is ready or failed."""
-        return self._own(spec, kind, lambda b: b.start(spec), timeout)
+    def start(
+        self, kind: str, spec: ServiceSpec, timeout: float, inputs: Iterable[str] = ()
+    ) -> ServiceStatus:
+        """Start (or adopt) the service and wait until it is ready or failed.
 
-    def restart(self, kind: str, spec: ServiceSpec, timeout: float) -> ServiceStatus:
-        return self._own(spec, kind, lambda b: b.restart(spec), timeout)
+        ``inputs`` are the (rebased) files whose repair notifies it: their
+        content is remembered at each spawn (see :meth:`started_with`)."""
+        return self._own(spec, kind, lambda b: b.start(spec), timeout, inputs)
+
+    def restart(
+        self, kind: str, spec: ServiceSpec, timeout: float, inputs: Iterable[str] = ()
+    ) -> ServiceStatus:
+        return self._own(spec, kind, lambda b: b.restart(spec), timeout, inputs)
 
     def _own(
         self,
         spec: ServiceSpec,
         kind: str,
-        call: Callable[[Backend], Awaitable[ServiceStatus]],
+        call: Callable[[Backend], Coroutine[Any, Any, ServiceStatus]],
         timeout: float,
+        inputs: Iterable[str],
     ) -> ServiceStatus:
         with self._starting_lock:
             self._starting.add(spec.name)
         try:
-            self._record(spec, kind)
-            return self._call(self._with_backend(kind, call), timeout)
+            self._record(spec, kind, tuple(inputs))
+            return self._call(self._with_backend(kind, spec.name, call), timeout)
         finally:
             with self._starting_lock:
                 self._starting.discard(spec.name)
 
     async def _with_backend(
-        self, kind: str, call: Callable[[Backend], Awaitable[ServiceStatus]]
+        self, kind: str, name: str, call: Callable[[Backend], Coroutine[Any, Any, ServiceStatus]]
     ) -> ServiceStatus:
-        return await call(await self.backend(kind))
+        backend = await self.backend(kind)
+        return await self._spawning(kind, backend, name, call(backend))
+
+    async def _spawning(
+        self, kind: str, backend: Backend, name: str, call: Awaitable[ServiceStatus]
+    ) -> ServiceStatus:
+        """Await a start or restart; for backends without a start hook (s6,
+        systemd) remember the inputs' content when it made a new process."""
+        before = backend.status(name)
+        status = await call
+        if kind != "builtin" and status.pid != (before.pid if before else None):
+            self._stamp_inputs(name)
+        return status
 
     def stop(self, kind: str, name: str, timeout: float = 120) -> ServiceStatus | None:
         """Stop the service (adopting it first if need be); None if it was not supervised."""
@@ -264,11 +306,34 @@ class Supervisors:
         return self._call(self._reload(kind, name), timeout)
 
     async def _reload(self, kind: str, name: str) -> ServiceStatus:
-        return await (await self.backend(kind)).reload(name)
+        backend = await self.backend(kind)
+        try:
+            status = await backend.reload(name)
+        except ApplyError as exc:
+            if backend.name != "builtin":  # the builtin backend says so itself
+                self._note(backend, name, f"reload failed: {exc}")
+            raise
+        self._stamp_inputs(name)  # it has read its files again
+        return status
+
+    def _note(self, backend: Backend, name: str, cause: str) -> None:
+        status = backend.status(name)
+        if status is not None:
+            for sink in self._sinks:
+                sink(ServiceEvent(status, cause))
 
     def applied(self, name: str) -> tuple[ServiceSpec, str] | None:
         """The spec the service was last started with, and on which backend."""
         return self._load(name)
+
+    def started_with(self, name: str) -> dict[str, str | None] | None:
+        """SHA-256 of each notifying file as the running process last read it
+        (at its spawn, or its last successful reload); None if unknown."""
+        raw = _read_json(os.path.join(self._records, f"{name}.json"))
+        inputs = raw.get("inputs") if raw is not None else None
+        if not isinstance(inputs, dict):
+            return None
+        return {str(k): v if isinstance(v, str) else None for k, v in inputs.items()}
 
     def retire(self, keep: Iterable[str], timeout: float = 120) -> list[str]:
         """Stop every recorded service not in ``keep`` (it left the policy) and
@@ -299,16 +364,69 @@ class Supervisors:
                 out.append((name, *found))
         return out
 
-    def _record(self, spec: ServiceSpec, kind: str) -> None:
+    def _record(self, spec: ServiceSpec, kind: str, inputs: tuple[str, ...] | None = None) -> None:
+        """Write ``managed/NAME.json``; ``inputs`` (paths) keep the content
+        already known for them, None keeps the recorded inputs as they are."""
+        known = self.started_with(spec.name) or {}
+        kept = known if inputs is None else {p: known.get(p) for p in inputs}
+        self._write_record(spec.name, {"backend": kind, "spec": spec_fields(spec), "inputs": kept})
+
+    def _write_record(self, name: str, raw: dict[str, Any]) -> None:
         os.makedirs(self._records, mode=0o700, exist_ok=True)
-        path = os.path.join(self._records, f"{spec.name}.json")
-        blob = json.dumps({"backend": kind, "spec": spec_fields(spec)}, sort_keys=True)
+        path = os.path.join(self._records, f"{name}.json")
         with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-            f.write(blob)
+            f.write(json.dumps(raw, sort_keys=True))
         os.rename(f"{path}.tmp", path)
+
+    def _stamp_inputs(self, name: str) -> None:
+        """Hash the service's notifying files now, into its record."""
+        if self.read_only:
+            return
+        raw = _read_json(os.path.join(self._records, f"{name}.json"))
+        if raw is None or not isinstance(raw.get("inputs"), dict) or not raw["inputs"]:
+            return
+        raw["inputs"] = {p: _content_hash(p) for p in raw["inputs"]}
+        self._write_record(name, raw)
 
     def _load(self, name: str) -> tuple[ServiceSpec, str] | None:
         return load_record(os.path.join(self._records, f"{name}.json"))
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _content_hash(path: str) -> str | None:
+    """SHA-256 of a regular file's content; None if it is not one (or is huge)."""
+    from undistro._hash import sha256_hex
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _INPUT_LIMIT:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return sha256_hex(f.read(_INPUT_LIMIT + 1))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _journal_event(journal: Journal, event: ServiceEvent) -> None:
+    status = event.status
+    cause = event.cause
+    if status.pid is not None and cause in ("spawned", "adopted", "ready"):
+        cause += f", pid {status.pid}"
+    journal(f"service:{status.name}", status.phase.value, cause, time.time())
 
 
 def recorded_status(builtin_dir: str, name: str) -> ServiceStatus | None:
@@ -328,7 +446,12 @@ def recorded_status(builtin_dir: str, name: str) -> ServiceStatus | None:
 
 
 def run_hosted(
-    work: Callable[[Supervisors], T], state_dir: str, *, root: str = "/", read_only: bool = False
+    work: Callable[[Supervisors], T],
+    state_dir: str,
+    *,
+    root: str = "/",
+    read_only: bool = False,
+    journal: Journal | None = None,
 ) -> T:
     """Run ``work`` in a worker thread while this thread's event loop hosts
     the backends; let go of them (the services keep running) when it returns.
@@ -339,7 +462,7 @@ def run_hosted(
 
     async def main() -> T:
         loop = asyncio.get_running_loop()
-        services = Supervisors(loop, state_dir, root=root, read_only=read_only)
+        services = Supervisors(loop, state_dir, root=root, read_only=read_only, journal=journal)
         try:
             return await loop.run_in_executor(None, work, services)
         finally:

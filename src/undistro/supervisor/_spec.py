@@ -45,6 +45,33 @@ class ServiceSpec:
     log_keep: int = 3
 
 
+PROCESS_FIELDS = (
+    "argv",
+    "user",
+    "group",
+    "environment",
+    "working_directory",
+    "readiness",
+    "watchdog_sec",
+)
+"""What the running process was made from (its argv, identity, environment,
+cwd, the notify/watchdog variables it was handed): a change needs a restart.
+The other fields (reload, restart policy, timeouts, log rotation) are the
+supervisor's own and are updated in place."""
+
+
+def process_fields(spec: ServiceSpec) -> dict[str, object]:
+    """The fields of ``spec`` that the running process depends on."""
+    out = {name: getattr(spec, name) for name in PROCESS_FIELDS}
+    out["environment"] = dict(spec.environment)
+    return out
+
+
+def same_process(a: ServiceSpec, b: ServiceSpec) -> bool:
+    """Whether a process started from ``a`` is also what ``b`` asks for."""
+    return process_fields(a) == process_fields(b)
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceStatus:
     name: str
