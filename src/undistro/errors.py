@@ -43,6 +43,11 @@ class StateError(UndistroError, OSError):
     """The state store cannot be opened or is inconsistent."""
 
 
+class RunLockedError(StateError):
+    """Another process holds the state directory's run lock (an ``apply``,
+    the agent's run) and the caller chose not to wait for it."""
+
+
 class ApplyError(UndistroError, RuntimeError):
     """An action failed while converging a resource."""
 
