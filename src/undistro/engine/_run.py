@@ -154,6 +154,21 @@ class Engine:
         resource's own (the agent: which event, which path). A resource
         repaired because it was notified is journalled with the id that
         notified it."""
+        if dry_run or not self.take_run_lock:
+            return self._run(only, cause, causes, dry_run, notified)
+        from undistro._runlock import run_lock
+
+        with run_lock(self.state.state_dir):
+            return self._run(only, cause, causes, dry_run, notified)
+
+    def _run(
+        self,
+        only: Iterable[str] | None,
+        cause: str,
+        causes: Mapping[str, str] | None,
+        dry_run: bool,
+        notified: Iterable[str],
+    ) -> RunSummary:
         started = time.perf_counter()
         graph, resources = self.policy.graph, self.policy.resources
         selected = None if only is None else set(only)
