@@ -119,7 +119,9 @@ def test_the_second_apply_waits_saying_for_whom(
 def test_no_wait_refuses_at_once_naming_the_holder_and_changes_nothing(
     policy: PolicyDir, root: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
-    policy.resources(SLOW_EXEC + '\n[[file]]\npath = "/etc/x"\ncontent = "x"\nrequires = ["exec:slow"]\n')
+    policy.resources(
+        SLOW_EXEC + '\n[[file]]\npath = "/etc/x"\ncontent = "x"\nrequires = ["exec:slow"]\n'
+    )
     log = root / "runs.log"
     first = start("apply", policy, "--root", root, "-q")
     procs.append(first)

@@ -140,16 +140,23 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if agent_exit is not None:
         return agent_exit  # a running agent applied it: no race with its repairs
     from undistro.commands._hosted import run_policy
+    from undistro.errors import UnrecordedRunError
 
     policy = session.policy(args.policy_dir)
-    with session.changing(wait=not args.no_wait):
-        summary, services = run_policy(session, policy, cause="apply (command line)")
+    unrecorded: UnrecordedRunError | None = None
+    try:
+        with session.changing(wait=not args.no_wait):
+            summary, services = run_policy(session, policy, cause="apply (command line)")
+    except UnrecordedRunError as exc:  # say what was done, then why it is not recorded
+        unrecorded, summary, services = exc, exc.summary, []  # type: ignore[assignment]
     if args.quiet:
         print(summary_line(summary))
     else:
         print_run(summary, sys.stdout, show_diffs=not args.no_diff, color=sys.stdout.isatty())
     for line in services:
         print(line)
+    if unrecorded is not None:
+        raise unrecorded
     return 0 if summary.ok else 1
 
 

@@ -29,37 +29,45 @@ def check_reserved(policy: Policy, root: str, state_dir: str) -> None:
     """Raise PolicyError (one line per resource, naming its file and field)
     if ``policy`` manages a path inside the state directory or a keg store,
     or purges a directory holding one. ``state_dir`` is the physical path;
-    the policy's paths are rebased under ``root``. No I/O: string tests only,
-    about a microsecond per managed path."""
+    the policy's paths are rebased under ``root``. No I/O: a string test per
+    managed path (~2 ms for 10,000)."""
     prefix = "" if root == "/" else root.rstrip("/")
     stores = {DEFAULT_STORE}
     for res in policy.resources.values():
         if res.type_name == "keg" and isinstance(res.values.get("store"), str):
             stores.add(res.values["store"])
-    reserved = {os.path.normpath(state_dir): "the state directory"}
-    for store in sorted(stores):
-        reserved.setdefault(os.path.normpath(prefix + store), "the keg store")
-    inside = tuple(top + "/" for top in reserved)
+    # Each reserved directory as the policy names paths (un-rebased): one
+    # the root does not contain cannot hold a managed path.
+    reserved: dict[str, str] = {}  # policy path -> what it is
+    for physical, what in [(state_dir, "the state directory")] + [
+        (prefix + store, "the keg store") for store in sorted(stores)
+    ]:
+        physical = os.path.normpath(physical)
+        if not prefix:
+            reserved.setdefault(physical, what)
+        elif physical == prefix or physical.startswith(prefix + "/"):
+            reserved.setdefault(physical[len(prefix) :] or "/", what)
+    inside = tuple(top.rstrip("/") + "/" for top in reserved)
 
     problems: list[str] = []
     for path, rid in policy.managed.items():
-        physical = prefix + path
-        if physical in reserved or physical.startswith(inside):
-            top = next(t for t in reserved if physical == t or physical.startswith(t + "/"))
+        if path in reserved or path.startswith(inside):
+            top = next(t for t in reserved if path == t or path.startswith(t.rstrip("/") + "/"))
             res = policy.resources[rid]
             problems.append(
                 f"{_where(res)}field '{_field(res, path)}': {path} is inside {reserved[top]}"
-                f" {top}: undistro's own, no policy may manage it"
+                f" {prefix + top}: undistro's own, no policy may manage it"
             )
     for res in policy.resources.values():
         if res.values.get("purge") is not True:
             continue
         for path in res.managed_paths():
-            below = (prefix + path).rstrip("/") + "/"
+            below = path.rstrip("/") + "/"
             for top, what in reserved.items():
                 if top.startswith(below):
                     problems.append(
-                        f"{_where(res)}field 'purge': purging {path} would delete {what} {top}"
+                        f"{_where(res)}field 'purge': purging {path} would delete {what}"
+                        f" {prefix + top}"
                     )
     if problems:
         raise PolicyError(problems[:_MAX_PROBLEMS])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from undistro.engine._context import RunContext
 from undistro.engine._reserved import check_reserved
-from undistro.errors import StateError, UndistroError
+from undistro.errors import StateError, UndistroError, UnrecordedRunError
 from undistro.resources._base import Action, Fingerprint, Resource, ServiceControl
 from undistro.state import JournalEntry, StateStore, new_run_id
 
@@ -378,9 +378,10 @@ class Engine:
             repaired = summary.count(REPAIRED)
             if not repaired:
                 raise
-            raise StateError(
+            raise UnrecordedRunError(
                 f"{exc}; this run's {repaired} repair{'s' if repaired > 1 else ''} stay on"
-                " disk, unrecorded until a later run checks them again"
+                " disk, unrecorded until a later run checks them again",
+                summary,
             ) from None
 
 
