@@ -83,7 +83,14 @@ class StateStore:
                 # A WAL database on a read-only file system cannot be opened
                 # as usual (SQLite wants to create its -shm and -wal files).
                 # Nothing can write it there, so its file is read as it is:
-                # plan, log and why keep working on a read-only root.
+                # plan, log and why keep working on a read-only root. Not if
+                # a write-ahead log is left over: immutable reads skip it.
+                if _nonempty(self.path + "-wal"):
+                    raise StateError(
+                        f"cannot read state store {self.path}: it is on a read-only file system"
+                        " and its write-ahead log (-wal) holds changes only a writable mount"
+                        " can fold in"
+                    ) from None
                 try:
                     db = _open_reader(uri + "&immutable=1")
                 except sqlite3.Error as exc2:
@@ -325,6 +332,13 @@ def _create_schema(db: sqlite3.Connection) -> None:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
         raise
+
+
+def _nonempty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
 
 
 def _makedirs(directory: str) -> None:

@@ -324,3 +324,37 @@ def test_kill_9_mid_apply_leaves_no_stale_lock_and_the_rerun_converges(
     leftovers = [f for d in (root / "data").iterdir() for f in os.listdir(d) if f[0] == "."]
     assert leftovers == []
     assert not marker.exists()
+
+
+def test_a_read_only_store_with_a_leftover_wal_is_refused_not_read_stale(
+    policy: PolicyDir, small_fs: Path
+) -> None:
+    """Immutable reads skip the WAL: a store whose -wal holds changes (its
+    writer was killed) and whose -shm is gone must not be read as if the
+    WAL were empty."""
+    policy.resources('[[file]]\npath = "/data/small"\ncontent = "x"\n')
+    assert undistro("apply", policy, "--root", small_fs, "-q").returncode == 0
+    store = small_fs / STATE / "state.db"
+    writer = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sqlite3, sys\n"
+            "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "db.execute('PRAGMA wal_autocheckpoint=0')\n"
+            'db.execute("INSERT INTO journal (time, run, resource, outcome, cause, actions)'
+            " VALUES (1, 'r', 'file:/data/small', 'repaired', 'only in the wal', '')\")\n"
+            "os._exit(0)  # killed: no checkpoint\n",
+            str(store),
+        ],
+        check=True,
+    )
+    assert writer.returncode == 0
+    (small_fs / STATE / "state.db-shm").unlink()
+    _mount("-o", "remount,ro", str(small_fs))
+    log = undistro("log", "--root", small_fs)
+    assert log.returncode == 1
+    one_line_error(log, "read-only", "write-ahead log")
+    _mount("-o", "remount,rw", str(small_fs))
+    log = undistro("log", "--root", small_fs)
+    assert "only in the wal" in log.stdout
