@@ -171,3 +171,50 @@ def test_an_apply_and_the_agent_exclude_each_other(
     assert finish(agent, timeout=30)[0] == 0
     assert finish(apply)[0] == 0
     assert len(runs_in_order(log)) == 4
+
+
+def test_a_run_waiting_for_the_lock_can_be_stopped(
+    policy: PolicyDir, root: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    """A daemon must honour SIGTERM without waiting for someone else's
+    apply: ``Engine.stop_waiting`` makes a waiting run give up at once."""
+    import threading
+
+    from undistro.engine import Engine
+    from undistro.errors import RunLockedError
+    from undistro.policy import load_node, load_policy
+    from undistro.state import StateStore
+
+    policy.resources(SLOW_EXEC.replace("sleep 1.5", "sleep 3"))
+    log = root / "runs.log"
+    holder = start("apply", policy, "--root", root, "-q")
+    procs.append(holder)
+    wait_for(lambda: log.exists(), "the apply to run its command")
+    node = load_node(str(root))
+    state_dir = str(root / "var/lib/undistro")
+    engine = Engine(
+        load_policy(str(policy), node, node.facts(), cache_dir=state_dir),
+        root=str(root),
+        state=StateStore(state_dir),
+        facts=node.facts(),
+    )
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            engine.run()
+        except BaseException as exc:
+            raised.append(exc)
+
+    waiter = threading.Thread(target=run)
+    waiter.start()
+    time.sleep(0.3)
+    assert waiter.is_alive()  # waiting for the holder
+    stopped = time.monotonic()
+    engine.stop_waiting()
+    waiter.join(timeout=2)
+    assert not waiter.is_alive() and time.monotonic() - stopped < 0.5
+    assert len(raised) == 1 and isinstance(raised[0], RunLockedError)
+    assert f"pid {holder.pid}" in str(raised[0])
+    assert finish(holder)[0] == 0
+    assert len(runs_in_order(log)) == 2  # the stopped run did nothing

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Callable, Iterator
 
 from undistro.errors import RunLockedError, StateError
@@ -27,7 +28,11 @@ LOCK_NAME = "run.lock"
 
 @contextlib.contextmanager
 def run_lock(
-    state_dir: str, *, wait: bool = True, on_wait: Callable[[str], None] | None = None
+    state_dir: str,
+    *,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> Iterator[None]:
     """Hold the run lock of ``state_dir`` for the ``with`` block.
 
@@ -35,6 +40,8 @@ def run_lock(
     line naming the holder, then block until it lets go; without, raise
     RunLockedError naming the holder. A read-only state directory raises
     StateError at once: a run that may change things could not record them.
+    ``cancel`` set while waiting (a daemon's SIGTERM) gives up the wait
+    with RunLockedError; it is looked at every 50 ms, only while waiting.
 
     Example::
 
@@ -44,13 +51,19 @@ def run_lock(
     path = os.path.join(state_dir, LOCK_NAME)
     fd = _open(state_dir, path)
     try:
-        _acquire(fd, path, wait, on_wait)
+        _acquire(fd, path, wait, on_wait, cancel)
         yield
     finally:
         os.close(fd)
 
 
-def _acquire(fd: int, path: str, wait: bool, on_wait: Callable[[str], None] | None) -> None:
+def _acquire(
+    fd: int,
+    path: str,
+    wait: bool,
+    on_wait: Callable[[str], None] | None,
+    cancel: threading.Event | None,
+) -> None:
     for _ in range(3):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -65,7 +78,16 @@ def _acquire(fd: int, path: str, wait: bool, on_wait: Callable[[str], None] | No
         raise RunLockedError(f"{holder} is changing this machine (it holds {path}); not waiting")
     if on_wait is not None:
         on_wait(f"waiting for {holder} to finish (it holds {path})")
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    if cancel is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    while not cancel.wait(0.05):  # a thread blocked in flock could not be stopped
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            continue
+    raise RunLockedError(f"stopped while waiting for {holder} (it holds {path})")
 
 
 def _open(state_dir: str, path: str) -> int:

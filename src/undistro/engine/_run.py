@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -129,6 +130,7 @@ class Engine:
     ) -> None:
         check_reserved(policy, root, state.state_dir)
         self.take_run_lock = take_run_lock
+        self._stop_waiting = threading.Event()
         self.policy = policy
         self.services = services
         self.root = root
@@ -158,8 +160,15 @@ class Engine:
             return self._run(only, cause, causes, dry_run, notified)
         from undistro._runlock import run_lock
 
-        with run_lock(self.state.state_dir):
+        with run_lock(self.state.state_dir, cancel=self._stop_waiting):
             return self._run(only, cause, causes, dry_run, notified)
+
+    def stop_waiting(self) -> None:
+        """Make a run waiting for the run lock (another process's apply)
+        give up with RunLockedError, now and from now on: for a daemon
+        that must honour SIGTERM without waiting for someone else's run.
+        Thread-safe; a run already holding the lock is not interrupted."""
+        self._stop_waiting.set()
 
     def _run(
         self,
