@@ -76,7 +76,7 @@ class StateStore:
                 return None
             uri = "file:" + _uri_quote(self.path) + "?mode=ro"
             try:
-                db = _open_reader(uri)
+                db, version = _open_reader(uri)
             except sqlite3.Error as exc:
                 if not on_read_only_fs(self.state_dir):
                     raise StateError(self._say("cannot read", exc)) from None
@@ -92,10 +92,9 @@ class StateStore:
                         " can fold in"
                     ) from None
                 try:
-                    db = _open_reader(uri + "&immutable=1")
+                    db, version = _open_reader(uri + "&immutable=1")
                 except sqlite3.Error as exc2:
                     raise StateError(self._say("cannot read", exc2)) from None
-            version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 # A store whose creation never committed (a full disk, a kill)
                 # holds no data: the schema and the version are set in the
@@ -302,14 +301,15 @@ def _entry(row: tuple[Any, ...]) -> JournalEntry:
     )
 
 
-def _open_reader(uri: str) -> sqlite3.Connection:
+def _open_reader(uri: str) -> tuple[sqlite3.Connection, int]:
+    """A read-only connection and the store's ``user_version``; opening is
+    lazy, so the query is what fails if the store cannot be read."""
     db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     try:
-        db.execute("PRAGMA user_version").fetchone()  # opening is lazy: fail here
+        return db, int(db.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.Error:
         db.close()
         raise
-    return db
 
 
 def _create_schema(db: sqlite3.Connection) -> None:

@@ -388,8 +388,8 @@ class Engine:
             if not repaired:
                 raise
             raise UnrecordedRunError(
-                f"{exc}; this run's {repaired} repair{'s' if repaired > 1 else ''} stay on"
-                " disk, unrecorded until a later run checks them again",
+                f"{exc}; this run's {repaired} repair{'s stay' if repaired > 1 else ' stays'}"
+                " on disk, unrecorded until a later run checks them again",
                 summary,
             ) from None
 
