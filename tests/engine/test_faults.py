@@ -358,3 +358,21 @@ def test_a_read_only_store_with_a_leftover_wal_is_refused_not_read_stale(
     _mount("-o", "remount,rw", str(small_fs))
     log = undistro("log", "--root", small_fs)
     assert "only in the wal" in log.stdout
+
+
+@pytest.mark.parametrize("link", ["var", "var/lib/undistro"])
+def test_a_state_dir_symlinked_out_of_the_root_is_refused(
+    policy: PolicyDir, root: Path, cli: RunCli, tmp_path: Path, link: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(outside)
+    policy.resources('[[file]]\npath = "/etc/x"\ncontent = "x"\n')
+    for command in ("apply", "plan", "log"):
+        args = [command, policy, "--root", root] if command != "log" else [command, "--root", root]
+        code, _, err = cli(*args)
+        assert code == 2, err
+        assert len(err.splitlines()) == 1 and "leads outside --root" in err
+    assert list(outside.iterdir()) == []
+    assert not (root / "etc/x").exists()

@@ -123,5 +123,25 @@ def open_session(args: argparse.Namespace) -> Session:
     if not os.path.isdir(root):
         raise UsageError(f"--root {args.root}: not a directory")
     node = load_node(root, args.node_config, getattr(args, "tag", ()))
-    state_dir = args.state_dir or os.path.join(root, node.state_dir.lstrip("/"))
-    return Session(node, root, os.path.abspath(state_dir), node.facts())
+    if args.state_dir:
+        state_dir = os.path.abspath(args.state_dir)  # the caller's choice, wherever it is
+    else:
+        state_dir = os.path.join(root, node.state_dir.lstrip("/"))
+        _inside_root(root, state_dir)
+    return Session(node, root, state_dir, node.facts())
+
+
+def _inside_root(root: str, state_dir: str) -> None:
+    """The state directory under ``--root`` must stay under it: a symlink
+    such as ROOT/var -> /elsewhere would have the store, the run lock and
+    the policy cache written on the host. Refused before anything is read
+    or written (a few lstat calls, once per command)."""
+    if root == "/":
+        return
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(state_dir)
+    if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+        raise UsageError(
+            f"the state directory {state_dir} leads outside --root {root} (to {real},"
+            " through a symlink): refusing to keep undistro's state there"
+        )
