@@ -96,3 +96,28 @@ def test_first_run_syncs_once_per_wave_not_once_per_file(
     assert len(stats) < 4 * N + 1500
     assert 1 <= len(re.findall(r"^\d+\s+syncfs\(", trace, re.M)) <= 4
     assert len(os.listdir(root / "data")) == N
+
+
+def test_a_store_left_half_created_is_read_as_empty_and_completed(
+    policy: PolicyDir, root: Path
+) -> None:
+    """What a full disk left behind before the schema was one transaction:
+    the tables, but ``user_version`` 0. Such a store holds no data (nothing
+    was written before the version); it must not be refused for ever."""
+    import sqlite3
+
+    from undistro.state import _SCHEMA
+
+    state = root / "var/lib/undistro"
+    state.mkdir(parents=True)
+    db = sqlite3.connect(state / "state.db")
+    db.executescript(_SCHEMA)
+    db.close()
+    write_policy(policy)
+    cmd = [sys.executable, "-m", "undistro.cli", "apply", str(policy), "--root", str(root), "-q"]
+    first = subprocess.run(cmd, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert f"{N} kept" in again.stdout
+    db = sqlite3.connect(state / "state.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1

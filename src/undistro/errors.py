@@ -43,6 +43,21 @@ class StateError(UndistroError, OSError):
     """The state store cannot be opened or is inconsistent."""
 
 
+class RunLockedError(StateError):
+    """Another process holds the state directory's run lock (an ``apply``,
+    the agent's run) and the caller chose not to wait for it."""
+
+
+class UnrecordedRunError(StateError):
+    """A run changed the machine but could not record it (journal,
+    fingerprints) in the state store, a full disk say. ``summary`` is the
+    engine's ``RunSummary`` of what the run did, for the caller to report."""
+
+    def __init__(self, message: str, summary: object) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 class ApplyError(UndistroError, RuntimeError):
     """An action failed while converging a resource."""
 

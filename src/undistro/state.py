@@ -7,6 +7,7 @@ transaction at the end — an idle agent or a no-op run writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -18,6 +19,7 @@ from undistro.resources._base import Fingerprint
 
 DEFAULT_STATE_DIR = "/var/lib/undistro"
 _SCHEMA_VERSION = 1
+_NEARLY_FULL = 1 << 20  # bytes free below which an error says the disk is full
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,31 +74,54 @@ class StateStore:
         if self._reader is None:
             if not os.path.exists(self.path):
                 return None
+            uri = "file:" + _uri_quote(self.path) + "?mode=ro"
             try:
-                uri = "file:" + _uri_quote(self.path) + "?mode=ro"
-                self._reader = sqlite3.connect(
-                    uri, uri=True, isolation_level=None, check_same_thread=False
-                )
-                self._check_version(self._reader)
+                db, version = _open_reader(uri)
             except sqlite3.Error as exc:
-                raise StateError(f"cannot read state store {self.path}: {exc}") from None
+                if not on_read_only_fs(self.state_dir):
+                    raise StateError(self._say("cannot read", exc)) from None
+                # A WAL database on a read-only file system cannot be opened
+                # as usual (SQLite wants to create its -shm and -wal files).
+                # Nothing can write it there, so its file is read as it is:
+                # plan, log and why keep working on a read-only root. Not if
+                # a write-ahead log is left over: immutable reads skip it.
+                if _nonempty(self.path + "-wal"):
+                    raise StateError(
+                        f"cannot read state store {self.path}: it is on a read-only file system"
+                        " and its write-ahead log (-wal) holds changes only a writable mount"
+                        " can fold in"
+                    ) from None
+                try:
+                    db, version = _open_reader(uri + "&immutable=1")
+                except sqlite3.Error as exc2:
+                    raise StateError(self._say("cannot read", exc2)) from None
+            if version == 0:
+                # A store whose creation never committed (a full disk, a kill)
+                # holds no data: the schema and the version are set in the
+                # same transaction as the first write. Read it as empty.
+                db.close()
+                return None
+            try:
+                self._check_version(db)
+            except StateError:
+                db.close()
+                raise
+            self._reader = db
         return self._reader
 
     def _write(self) -> sqlite3.Connection:
         if self._writer is not None:
             return self._writer
         try:
-            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            _makedirs(self.state_dir)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA busy_timeout=5000")
             if db.execute("PRAGMA user_version").fetchone()[0] == 0:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+                _create_schema(db)
             self._check_version(db)
             db.execute("PRAGMA synchronous=NORMAL")
         except (sqlite3.Error, OSError) as exc:
-            raise StateError(f"cannot open state store {self.path}: {exc}") from None
+            raise StateError(self._say("cannot open", exc)) from None
         self._writer = db
         return db
 
@@ -104,6 +129,13 @@ class StateStore:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version != _SCHEMA_VERSION:
             raise StateError(f"{self.path}: schema version {version}, expected {_SCHEMA_VERSION}")
+
+    def _say(self, what: str, exc: BaseException) -> str:
+        """One line for a failure on the store, with what the file system
+        it lives on says about it (read-only, nearly full)."""
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        trouble = fs_trouble(self.state_dir)
+        return f"{what} state store {self.path}: {reason}" + (f" ({trouble})" if trouble else "")
 
     def close(self) -> None:
         for db in (self._writer, self._reader):
@@ -196,8 +228,12 @@ class StateStore:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('policy_digest', ?)", (digest,))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            db.execute("ROLLBACK")
-            raise StateError(f"cannot write state store {self.path}: {exc}") from None
+            # SQLite rolls a transaction back by itself on some errors (a
+            # full disk): a ROLLBACK then fails, and must not hide the cause.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise StateError(self._say("cannot write", exc)) from None
 
     # -- queries -------------------------------------------------------------
 
@@ -307,6 +343,83 @@ def _entry(row: tuple[Any, ...]) -> JournalEntry:
         output=row[8],
         error=row[9],
     )
+
+
+def _open_reader(uri: str) -> tuple[sqlite3.Connection, int]:
+    """A read-only connection and the store's ``user_version``; opening is
+    lazy, so the query is what fails if the store cannot be read."""
+    db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        return db, int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error:
+        db.close()
+        raise
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    """Tables, indexes and ``user_version`` in one transaction: a store is
+    created whole or not at all, never left at version 0 with half its
+    tables (a full disk used to make every later run refuse it)."""
+    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        db.execute("PRAGMA journal_mode=WAL")  # not allowed inside a transaction
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have created it since we looked.
+        if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+
+
+def _nonempty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
+def _makedirs(directory: str) -> None:
+    # Only when missing: a no-op run makes no mkdir call at all.
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def on_read_only_fs(directory: str) -> bool:
+    """Whether ``directory`` (or, if missing, its nearest existing parent)
+    is on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(_nearest_existing(directory)).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def fs_trouble(directory: str) -> str | None:
+    """What is wrong with the file system ``directory`` is (or would be)
+    on, for an error message: read-only, or nearly full; ``None`` if
+    neither. One ``statvfs``, called only once something failed."""
+    try:
+        st = os.statvfs(_nearest_existing(directory))
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY:
+        return f"{directory} is on a read-only file system"
+    free = st.f_bavail * st.f_frsize
+    if free < _NEARLY_FULL:
+        return f"the file system of {directory} is full: {free // 1024} KiB free"
+    return None
 
 
 def _uri_quote(path: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from undistro.agent._forked import in_child
-from undistro.engine import Engine, RunSummary
+from undistro.engine import Engine, RunSummary, check_reserved
 from undistro.errors import PolicyError
 from undistro.policy import Node, Policy, cache_key, load_node, load_policy
 from undistro.resources import Resource, ServiceControl, Watch
@@ -122,6 +122,7 @@ class Converger:
         if problems:
             raise PolicyError(problems)
         policy = load_policy(self.policy_dir, node, facts, cache_dir=self.state_dir)
+        check_reserved(policy, self.root, self.state_dir)  # before the swap: keep the old
         self.node, self._policy, self._facts, self._key = node, policy, facts, key
         self._engine = self._new_engine(policy, self.store)
         return policy, True

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from undistro.errors import UsageError
@@ -57,6 +60,7 @@ class Session:
         self.root = root
         self.state_dir = state_dir
         self.facts = facts
+        self._holds_run_lock = False
 
     def store(self) -> StateStore:
         from undistro.state import StateStore
@@ -72,14 +76,44 @@ class Session:
                 "no POLICY_DIR given and the node config names none (set 'policy' in "
                 f"{os.path.join(self.root, 'etc/undistro/node.toml')})"
             )
-        return load_policy(chosen, self.node, self.facts, cache_dir=self.state_dir)
+        policy = load_policy(chosen, self.node, self.facts, cache_dir=self.state_dir)
+        # Here, before any supervisor is hosted or anything waits: a policy
+        # that manages undistro's own state is invalid (exit 2, nothing done).
+        # The engine checks it again for runs that do not come through here.
+        from undistro.engine import check_reserved
+
+        check_reserved(policy, self.root, self.state_dir)
+        return policy
 
     def engine(self, policy: Policy, services: ServiceControl | None = None) -> Engine:
         from undistro.engine import Engine
 
         return Engine(
-            policy, root=self.root, state=self.store(), facts=self.facts, services=services
+            policy,
+            root=self.root,
+            state=self.store(),
+            facts=self.facts,
+            services=services,
+            take_run_lock=not self._holds_run_lock,
         )
+
+    @contextlib.contextmanager
+    def changing(self, *, wait: bool = True) -> Iterator[None]:
+        """Hold the state directory's run lock for a run that changes the
+        machine (engines made meanwhile do not take it again). If another
+        process holds it, say once on stderr for whom this one waits, or,
+        without ``wait``, raise RunLockedError naming it."""
+        from undistro._runlock import run_lock
+
+        def say(line: str) -> None:
+            print(f"undistro: {line}", file=sys.stderr, flush=True)
+
+        with run_lock(self.state_dir, wait=wait, on_wait=say):
+            self._holds_run_lock = True
+            try:
+                yield
+            finally:
+                self._holds_run_lock = False
 
 
 def open_session(args: argparse.Namespace) -> Session:
@@ -88,11 +122,22 @@ def open_session(args: argparse.Namespace) -> Session:
     root = os.path.abspath(args.root)
     if not os.path.isdir(root):
         raise UsageError(f"--root {args.root}: not a directory")
-    from undistro._rootfs import confined
+    from undistro._rootfs import PathRefused, confined
 
     default_config = os.path.join(root, "etc/undistro/node.toml")
     if args.node_config is None and os.path.lexists(default_config):
-        confined(root, default_config)  # never read through a link out of the root
+        try:
+            confined(root, default_config)  # never read through a link out of the root
+        except PathRefused as exc:
+            raise UsageError(f"node config: {exc}") from None
     node = load_node(root, args.node_config, getattr(args, "tag", ()))
-    state_dir = args.state_dir or confined(root, os.path.join(root, node.state_dir.lstrip("/")))
+    if args.state_dir:
+        state_dir = os.path.abspath(args.state_dir)  # the caller's choice, wherever it is
+    else:
+        # A symlink such as ROOT/var -> /elsewhere must not put the store,
+        # the run lock and the policy cache on the host: refused.
+        try:
+            state_dir = confined(root, os.path.join(root, node.state_dir.lstrip("/")))
+        except PathRefused as exc:  # the --root given is unusable: a usage error
+            raise UsageError(f"state directory: {exc}") from None
     return Session(node, root, os.path.abspath(state_dir), node.facts())

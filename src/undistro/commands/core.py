@@ -30,7 +30,13 @@ failed or skipped (a dependency failed); the journal records every change.
 examples:
   undistro apply examples/demo --root /tmp/demo-root
   undistro apply /srv/policy --tag web --tag eu
-exit status: 0 converged, 1 a promise failed or was skipped, 2 invalid policy
+  undistro apply /srv/policy --no-wait  # fail at once if another run is going
+
+One run changes a root at a time: an apply started while another apply (or
+the agent's run) is changing the same root waits for it, saying for whom
+(or, with --no-wait, fails naming its pid).
+exit status: 0 converged, 1 a promise failed or was skipped (or the state
+store could not be written), 2 invalid policy
 """
 
 LOG_HELP = """\
@@ -69,6 +75,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_policy_options(p)
     p.add_argument("--no-diff", action="store_true", help="do not show file diffs")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the summary line")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="if another apply or the agent's run is changing this root, fail at once "
+        "(naming its pid) instead of waiting for it",
+    )
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("log", help="show the journal", description=LOG_HELP, formatter_class=_RAW)
@@ -128,15 +140,23 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if agent_exit is not None:
         return agent_exit  # a running agent applied it: no race with its repairs
     from undistro.commands._hosted import run_policy
+    from undistro.errors import UnrecordedRunError
 
     policy = session.policy(args.policy_dir)
-    summary, services = run_policy(session, policy, cause="apply (command line)")
+    unrecorded: UnrecordedRunError | None = None
+    try:
+        with session.changing(wait=not args.no_wait):
+            summary, services = run_policy(session, policy, cause="apply (command line)")
+    except UnrecordedRunError as exc:  # say what was done, then why it is not recorded
+        unrecorded, summary, services = exc, exc.summary, []  # type: ignore[assignment]
     if args.quiet:
         print(summary_line(summary))
     else:
         print_run(summary, sys.stdout, show_diffs=not args.no_diff, color=sys.stdout.isatty())
     for line in services:
         print(line)
+    if unrecorded is not None:
+        raise unrecorded
     return 0 if summary.ok else 1
 
 

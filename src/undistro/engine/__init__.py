@@ -1,6 +1,7 @@
 """The engine: graph, scheduling, probe/plan/execute, notify, run summary."""
 
 from undistro.engine._graph import CycleError, Graph, build_graph
+from undistro.engine._reserved import check_reserved
 from undistro.engine._run import FAILED, KEPT, REPAIRED, SKIPPED, Engine, Result, RunSummary
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "Result",
     "RunSummary",
     "build_graph",
+    "check_reserved",
 ]

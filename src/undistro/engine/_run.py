@@ -8,13 +8,16 @@ skipping only what depends on a failure, and refresh along notify edges.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from undistro.engine._context import RunContext
-from undistro.errors import UndistroError
+from undistro.engine._reserved import check_reserved
+from undistro.errors import StateError, UndistroError, UnrecordedRunError
 from undistro.resources._base import Action, Fingerprint, Resource, ServiceControl
 from undistro.state import JournalEntry, StateStore, new_run_id
 
@@ -108,6 +111,12 @@ class Engine:
     share a ``lock`` (the account databases) never run concurrently.
     ``services`` is handed to resources through the context; a run that
     drives services must not be on the thread of the loop hosting them.
+    Each run that may change something holds the state directory's run
+    lock (``undistro._runlock``), so runs of two processes never interleave;
+    ``take_run_lock=False`` when the caller holds it already (a one-shot
+    apply takes it first, to wait or refuse in its own words).
+
+    Raises PolicyError if the policy manages undistro's own state or store.
     """
 
     def __init__(
@@ -119,7 +128,11 @@ class Engine:
         facts: Mapping[str, Any],
         workers: int | None = None,
         services: ServiceControl | None = None,
+        take_run_lock: bool = True,
     ) -> None:
+        check_reserved(policy, root, state.state_dir)
+        self.take_run_lock = take_run_lock
+        self._stop_waiting = threading.Event()
         self.policy = policy
         self.services = services
         self.root = root
@@ -145,6 +158,28 @@ class Engine:
         resource's own (the agent: which event, which path). A resource
         repaired because it was notified is journalled with the id that
         notified it."""
+        if dry_run or not self.take_run_lock:
+            return self._run(only, cause, causes, dry_run, notified)
+        from undistro._runlock import run_lock
+
+        with run_lock(self.state.state_dir, cancel=self._stop_waiting):
+            return self._run(only, cause, causes, dry_run, notified)
+
+    def stop_waiting(self) -> None:
+        """Make a run waiting for the run lock (another process's apply)
+        give up with RunLockedError, now and from now on: for a daemon
+        that must honour SIGTERM without waiting for someone else's run.
+        Thread-safe; a run already holding the lock is not interrupted."""
+        self._stop_waiting.set()
+
+    def _run(
+        self,
+        only: Iterable[str] | None,
+        cause: str,
+        causes: Mapping[str, str] | None,
+        dry_run: bool,
+        notified: Iterable[str],
+    ) -> RunSummary:
         started = time.perf_counter()
         graph, resources = self.policy.graph, self.policy.resources
         selected = None if only is None else set(only)
@@ -231,7 +266,8 @@ class Engine:
             self._settle(results, refresh, owed, owing)
             self._commit(ctx, summary)
             if marked or os.path.exists(marker):
-                os.unlink(marker)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(marker)
         return summary
 
     def _owed(self, selected: set[str] | None) -> dict[str, tuple[float, str]]:
@@ -389,12 +425,36 @@ class Engine:
             index = self.policy.managed.items()
             rows = [(ctx.path(p), rid, self.policy.resources[rid].source) for p, rid in index]
             managed = (digest, rows)
-        self.state.commit(fingerprints=ctx.recorded, journal=entries, managed=managed)
+        try:
+            self.state.commit(fingerprints=ctx.recorded, journal=entries, managed=managed)
+        except StateError as exc:
+            # What was renamed into place stays (each file whole, old or
+            # new); the stored fingerprints are the old ones, so the next
+            # run reads those files again and records them.
+            repaired = summary.count(REPAIRED)
+            if not repaired:
+                raise
+            raise UnrecordedRunError(
+                f"{exc}; this run's {repaired} repair{'s stay' if repaired > 1 else ' stays'}"
+                " on disk, unrecorded until a later run checks them again",
+                summary,
+            ) from None
 
 
 def _touch(path: str) -> None:
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    try:
+        if not os.path.isdir(os.path.dirname(path)):
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        from undistro.state import fs_trouble
+
+        trouble = fs_trouble(os.path.dirname(path))
+        raise StateError(
+            f"cannot mark the run as started ({path}): {exc.strerror or exc}"
+            + (f" ({trouble})" if trouble else "")
+            + "; nothing was changed"
+        ) from None
 
 
 def _levels(policy: Policy) -> list[list[str]]:
