@@ -15,13 +15,12 @@ import os
 import shlex
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from undistro.errors import BuildError, SourceError
+from undistro.errors import BuildError
 from undistro.kegs._closure import scan_references
 from undistro.kegs._platform import Platform
 from undistro.kegs._recipe import show_value
@@ -38,6 +37,7 @@ from undistro.kegs._store import (
     make_writable,
     store_lock,
 )
+from undistro.kegs._tarsafe import extract_source
 
 _BASE_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 _STEP = "==> "  # marks each recipe command in the build log
@@ -185,11 +185,7 @@ class Builder:
         archive = os.path.join(workdir, "source.archive")
         self.cache.copy_out(source.sha256, archive)
         top = os.path.join(workdir, "src")
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(top, filter="data")
-        except (tarfile.TarError, OSError) as exc:
-            raise SourceError(f"{source.filename}: cannot unpack: {exc}") from None
+        extract_source(archive, top, source.filename)
         os.unlink(archive)
         entries = os.listdir(top)
         if len(entries) == 1 and os.path.isdir(os.path.join(top, entries[0])):
