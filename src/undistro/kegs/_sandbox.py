@@ -1,14 +1,24 @@
-"""Running a build with no network and the store at its final path.
+"""Running a build with no network, the store read-only at its final path.
 
 A build runs under ``unshare --net --mount``: a fresh network namespace (only
 a loopback, so nothing can be downloaded behind the recipe's back) and a
 private mount namespace in which, under ``--root``, ``ROOT/<store>`` is
 bind-mounted at ``<store>`` — the build sees its dependencies and its own
 prefix exactly where they will be on the finished system, and nothing on the
-host's mounts changes. Without root privileges an unprivileged user
-namespace is tried; where neither works the build runs unisolated and the
-log says so (and, under ``--root``, dependencies are found through their
-ROOT paths instead).
+host's mounts changes.
+
+Inside that namespace the store is a read-only bind mount, and only the
+build's own staging directory (``<store>/.staging-…``, where ``DESTDIR``
+points) is bound writable over it. The build runs as root, but a recipe
+writing into a dependency's keg, or an install that ignores ``DESTDIR`` and
+writes the final prefix itself, fails with "Read-only file system" instead
+of changing the store. Under ``--root`` the store's ``ROOT/...`` path is made
+read-only the same way.
+
+Without root privileges an unprivileged user namespace is tried; where
+neither works the build runs unisolated — store writable — and the log says
+so (and, under ``--root``, dependencies are found through their ROOT paths
+instead).
 """
 
 from __future__ import annotations
@@ -57,23 +67,41 @@ def _unshare_works(extra: tuple[str, ...]) -> bool:
 
 
 def make_sandbox(
-    store_dir: str, physical_store: str, workdir: str, *, isolate: bool = True
+    store_dir: str, physical_store: str, workdir: str, staging: str, *, isolate: bool = True
 ) -> Sandbox:
     """The best isolation this machine allows for a build in ``workdir`` into
-    ``store_dir``, whose files are physically at ``physical_store``."""
+    ``store_dir``, whose files are physically at ``physical_store``; the
+    staging directory ``staging`` (in ``physical_store``) is the one place of
+    the store the build may write."""
+    q = shlex.quote
     relocated = os.path.realpath(physical_store) != os.path.realpath(store_dir)
+    seen_staging = f"{store_dir}/{os.path.basename(staging)}"
     for extra in ((), ("--user", "--map-root-user")):
         if not isolate or not _unshare_works(extra):
             continue
         prefix = ("unshare", *extra, "--net", "--mount", "--propagation", "private", "--")
         lines = ["ip link set lo up 2>/dev/null || true"]
-        if not relocated:
-            return Sandbox(prefix, "\n".join(lines), True, "isolated: no network (unshare)")
-        mounts = _bind_store(store_dir, physical_store, workdir)
-        if mounts is None:
-            continue
-        lines += mounts
-        note = f"isolated: no network; {physical_store} mounted at {store_dir} (unshare)"
+        if relocated:
+            mounts = _bind_store(store_dir, physical_store, workdir)
+            if mounts is None:
+                continue
+            lines += mounts
+            note = f"isolated: no network; {physical_store} mounted read-only at {store_dir}"
+        else:
+            lines.append(f"mount --bind {q(store_dir)} {q(store_dir)}")
+            note = f"isolated: no network; {store_dir} read-only"
+        # Staging first (a separate mount keeps its own flags), then the
+        # store read-only around it; the ROOT path of the store too.
+        lines += [
+            f"mount --bind {q(staging)} {q(seen_staging)}",
+            f"mount -o remount,bind,ro {q(store_dir)}",
+        ]
+        if relocated:
+            lines += [
+                f"mount --bind {q(physical_store)} {q(physical_store)}",
+                f"mount -o remount,bind,ro {q(physical_store)}",
+            ]
+        note += f" but for {os.path.basename(staging)} (unshare)"
         return Sandbox(prefix, "\n".join(lines), True, note)
     why = "isolation disabled" if not isolate else "no usable unshare (network namespace)"
     return Sandbox(
