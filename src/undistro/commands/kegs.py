@@ -198,10 +198,11 @@ def run_recipe_new(args: argparse.Namespace) -> int:
 
 
 def run_recipe_check(args: argparse.Namespace) -> int:
+    from undistro.kegs import detect
     from undistro.kegs._recipe import RecipeBook
 
     book = RecipeBook([args.directory])
-    good, problems = book.check_all()
+    good, problems = book.check_all(detect())
     for line in problems:
         print(f"undistro: {line}", file=sys.stderr)
     print(f"{len(good)} recipes ok, {len(problems)} problems in {args.directory}")
