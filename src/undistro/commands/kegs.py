@@ -58,7 +58,6 @@ SHA-256; a download enters it only if its hash is the recipe's. Mirrors
 """
 
 
-
 COMMANDS = ("recipe", "keg", "sources")
 """The commands ``register`` adds (the CLI builds only what a run needs)."""
 
