@@ -161,3 +161,40 @@ def test_under_root_neither_path_of_a_dependency_is_writable(
         assert [os.path.basename(p) for p in syn.store.entries()] == [os.path.basename(zlib)]
     finally:
         remove_store(str(root / "opt/undistro/store"))
+
+
+def test_real_tree_needs_its_install_args_and_without_them_adds_nothing(
+    example_cache: str, tmp_path: Path
+) -> None:
+    """tree 2.1.0 from its real tarball: the template alone puts
+    its man page at the final prefix (read-only: the build fails, nothing
+    is added); the example recipe's install_args (documented) make it a keg."""
+    from undistro.errors import BuildError
+    from undistro.kegs import Builder
+
+    from .conftest import RECIPES
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    text = (RECIPES / "tree.toml").read_text()
+    (recipes / "tree.toml").write_text(
+        "\n".join(line for line in text.splitlines() if not line.startswith("install_args"))
+    )
+    store = Store(str(tmp_path / "store"))
+    builder = Builder(store, SourceCache(example_cache), detect(), log_dir=str(tmp_path / "logs"))
+
+    def build(directory: Path) -> str:
+        resolution = resolve([parse_request("tree")], RecipeBook([str(directory)]), detect())
+        return builder.build(resolution)["tree"].path
+
+    try:
+        with pytest.raises(BuildError) as info:
+            build(recipes)
+        log = Path(str(info.value).rsplit("log: ", 1)[1]).read_text()
+        assert "tree-2.1.0': Read-only file system\nmake: *** [Makefile:107: install]" in log
+        assert os.listdir(tmp_path / "store") == [".gc.lock"]
+        path = build(RECIPES)
+        assert "tree v2.1.0" in os.popen(f"{path}/bin/tree --version").read()
+        assert Path(path, "share/man/man1/tree.1").is_file()
+    finally:
+        remove_store(str(tmp_path / "store"))
