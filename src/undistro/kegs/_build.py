@@ -154,6 +154,7 @@ class Builder:
         workdir = tempfile.mkdtemp(prefix="undistro-build-")
         staging = tempfile.mkdtemp(prefix=BUILD_STAGING, dir=physical_store)
         try:
+            self._discard_partial(keg.path)
             srcdir = self._unpack(node, workdir)
             sandbox = make_sandbox(
                 self.store.directory, physical_store, workdir, staging, isolate=self.isolate
@@ -173,6 +174,14 @@ class Builder:
                 for command in commands:
                     f.write(f"printf '%s\\n' {shlex.quote(_STEP + command)}\n{command}\n")
             self._run(sandbox, ["/bin/sh", script], env, srcdir, log_path, label)
+            if os.path.lexists(self.store.physical(keg.path)) and not self.store.exists(keg.path):
+                # Only an unisolated build can get here (isolated, the store
+                # is read-only): it wrote the final prefix itself.
+                raise BuildError(
+                    f"{label}: the build wrote {keg.path} itself instead of under "
+                    f"{{destdir}}{{prefix}} (does it honour DESTDIR?); nothing was added "
+                    f"to the store; log: {log_path}"
+                )
             output = os.path.join(staging, keg.path.lstrip("/"))
             if not os.path.isdir(output):
                 raise BuildError(

@@ -119,6 +119,20 @@ def test_an_unisolated_build_that_fails_leaves_nothing_at_the_final_path(
     assert synthetic.entries() == []
 
 
+def test_an_unisolated_build_that_writes_the_final_path_is_refused(
+    synthetic: Synthetic, cli: RunCli
+) -> None:
+    """Unisolated (debugging), the store is writable: a build that wrote its
+    final prefix itself is still refused, and what it wrote removed."""
+    synthetic.package("tree", HALF_DESTDIR)
+    final = final_path(synthetic, "tree")
+    code, _out, err = build_cli(cli, synthetic, "tree", "--no-isolate")
+    assert code == 1
+    assert f"undistro: tree 1.0: the build wrote {final} itself instead of under" in err
+    assert not os.path.lexists(final)
+    assert synthetic.entries() == []
+
+
 def test_a_build_cannot_write_into_a_dependency_keg(synthetic: Synthetic, cli: RunCli) -> None:
     synthetic.package("zlib", ZLIB)
     synthetic.package("scribbler", SCRIBBLER)
