@@ -13,7 +13,11 @@ points) is bound writable over it. The build runs as root, but a recipe
 writing into a dependency's keg, or an install that ignores ``DESTDIR`` and
 writes the final prefix itself, fails with "Read-only file system" instead
 of changing the store. Under ``--root`` the store's ``ROOT/...`` path is made
-read-only the same way.
+read-only the same way. The mounts made, the build itself runs without
+CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_MODULE and CAP_MKNOD (``setpriv``
+drops them from the bounding set): root as it is, it cannot remount the
+store writable, reach the host's mount namespace through another process's
+``/proc/PID/root``, load a module or make a device node.
 
 Without root privileges an unprivileged user namespace is tried; where
 neither works the build runs unisolated — store writable — and the log says
@@ -40,10 +44,12 @@ class Sandbox:
     setup: str  # shell run first inside the namespaces (mounts)
     store_visible: bool
     note: str  # one line for the build log
+    drop: tuple[str, ...] = ()  # run the build itself through this (setpriv)
 
     def command(self, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
         """``argv`` to run in the sandbox with exactly ``env``."""
-        inner = "exec env -i " + " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
+        inner = "exec " + "".join(f"{shlex.quote(a)} " for a in self.drop)
+        inner += "env -i " + " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
         inner += " " + " ".join(shlex.quote(a) for a in argv)
         if not self.prefix:
             return ["/bin/sh", "-c", inner]
@@ -55,6 +61,33 @@ def _unshare_works(extra: tuple[str, ...]) -> bool:
     try:
         proc = subprocess.run(
             ["unshare", *extra, "--net", "--mount", "--propagation", "private", "true"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+# What a build never needs and the seal must not leave it: mounts (a
+# remount would make the store writable again) and setns, another process's
+# /proc/PID/root, modules, device nodes.
+_DROP = (
+    "setpriv",
+    "--bounding-set=-sys_admin,-sys_ptrace,-sys_module,-mknod",
+    "--inh-caps=-sys_admin,-sys_ptrace,-sys_module,-mknod",
+    "--",
+)
+
+
+@functools.cache
+def _setpriv_works() -> bool:
+    try:
+        proc = subprocess.run(
+            [*_DROP, "true"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -101,8 +134,10 @@ def make_sandbox(
                 f"mount --bind {q(physical_store)} {q(physical_store)}",
                 f"mount -o remount,bind,ro {q(physical_store)}",
             ]
-        note += f" but for {os.path.basename(staging)} (unshare)"
-        return Sandbox(prefix, "\n".join(lines), True, note)
+        note += f" but for {os.path.basename(staging)}"
+        drop = _DROP if _setpriv_works() else ()
+        note += " (unshare, setpriv)" if drop else " (unshare; no setpriv: capabilities kept)"
+        return Sandbox(prefix, "\n".join(lines), True, note, drop)
     why = "isolation disabled" if not isolate else "no usable unshare (network namespace)"
     return Sandbox(
         (), "", not relocated, f"NOT isolated ({why}): the build could reach the network"

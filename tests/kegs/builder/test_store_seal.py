@@ -149,6 +149,28 @@ def test_a_build_cannot_write_into_a_dependency_keg(synthetic: Synthetic, cli: R
     assert synthetic.entries() == [os.path.basename(zlib)]
 
 
+def test_a_build_running_as_root_cannot_remount_the_store_writable(
+    synthetic: Synthetic, cli: RunCli
+) -> None:
+    """The build is root in its mount namespace; without CAP_SYS_ADMIN it
+    cannot undo the read-only mount (the remount succeeded before)."""
+    synthetic.package("zlib", ZLIB)
+    remount = '"mount -o remount,bind,rw $(dirname {deps.zlib.prefix}) || true",\n  '
+    synthetic.package(
+        "scribbler", SCRIBBLER.replace("commands = [\n  ", f"commands = [\n  {remount}")
+    )
+    assert build_cli(cli, synthetic, "zlib")[0] == 0
+    zlib = final_path(synthetic, "zlib")
+    before = tree_listing(zlib)
+    code, _out, err = build_cli(cli, synthetic, "scribbler")
+    assert code == 1
+    log = Path(err.strip().rsplit("log: ", 1)[1]).read_text()
+    assert "(unshare, setpriv)" in log.splitlines()[0]
+    assert "permission denied" in log
+    assert "zlib-was-here.h: Read-only file system" in log
+    assert tree_listing(zlib) == before
+
+
 @pytest.mark.parametrize("through", ["final path", "root path"])
 def test_under_root_neither_path_of_a_dependency_is_writable(
     tmp_path: Path, cli: RunCli, through: str
