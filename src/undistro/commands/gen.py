@@ -207,7 +207,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
     profiles = profiles_in(rebase(root, PROFILES), root=root)
     gcroots = rebase(root, GCROOTS)
     report = collect_garbage(
-        store, profiles, keep_last=args.keep_last, dry_run=args.dry_run, gcroots=gcroots
+        store,
+        profiles,
+        keep_last=args.keep_last,
+        dry_run=args.dry_run,
+        gcroots=gcroots,
+        final_store=args.store,
     )
     verb = "would remove" if args.dry_run else "removed"
     for where, numbers in report.generations.items():

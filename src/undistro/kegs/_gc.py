@@ -26,7 +26,7 @@ from undistro.kegs._closure import INSTALL_STAGING, closure, store_kegs
 from undistro.kegs._fs import remove_tree
 from undistro.kegs._gcroots import list_roots
 from undistro.kegs._generations import Profile
-from undistro.kegs._store import BUILD_STAGING, STORE_TRASH, store_lock
+from undistro.kegs._store import BUILD_STAGING, DEFAULT_STORE, STORE_TRASH, store_lock
 
 _TRASH = STORE_TRASH
 
@@ -68,9 +68,11 @@ def collect_garbage(
     keep_last: int | None = None,
     dry_run: bool = False,
     gcroots: str | None = None,
+    final_store: str = DEFAULT_STORE,
 ) -> GcReport:
     """Delete unkept generations, then every store path that neither a kept
-    one nor a gc root in the directory ``gcroots`` reaches.
+    one nor a gc root in the directory ``gcroots`` reaches (the roots of
+    kegs in ``final_store``, the store as the system sees it).
 
     ``keep_last=None`` keeps every generation; ``keep_last=K`` keeps the K
     newest of each profile plus its current one.
@@ -97,7 +99,7 @@ def collect_garbage(
                 report.generations[profile.dir] = drop
         index = store_kegs(store)
         present = set(index.values())
-        named = list_roots(gcroots) if gcroots else []
+        named = list_roots(gcroots, final_store) if gcroots else []
         report.rooted = [n for n in named if n in present]
         report.stale_roots = [n for n in named if n not in present]
         roots.update(report.rooted)

@@ -42,13 +42,27 @@ def add_root(roots_dir: str, store_path: str) -> str:
     return link
 
 
-def list_roots(roots_dir: str) -> list[str]:
-    """The base names rooted, sorted."""
+def list_roots(roots_dir: str, store_dir: str | None = None) -> list[str]:
+    """The base names rooted, sorted; with ``store_dir`` (a final store
+    directory) only the roots of kegs in that store — one roots directory
+    serves every store of a root (``keg build --store``)."""
     try:
         names = os.listdir(roots_dir)
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if _BASENAME.match(n))
+    out = []
+    for name in sorted(names):
+        if not _BASENAME.match(name):
+            continue
+        if store_dir is not None:
+            try:
+                target = os.readlink(os.path.join(roots_dir, name))
+            except OSError:
+                continue
+            if os.path.dirname(os.path.normpath(target)) != store_dir:
+                continue
+        out.append(name)
+    return out
 
 
 def match_roots(roots_dir: str, ref: str) -> list[str]:

@@ -134,3 +134,24 @@ def test_keg_build_root_that_is_a_file_is_one_line(tmp_path: Path, cli: RunCli) 
     code, out, err = cli("keg", "build", "soup", "--recipes", tmp_path, "--root", tmp_path / "file")
     assert (code, out) == (2, "")
     assert err == f"undistro: --root {tmp_path / 'file'}: not a directory\n"
+
+
+def test_roots_of_another_store_are_left_to_that_store_s_gc(
+    image: tuple[Synthetic, Path], cli: RunCli
+) -> None:
+    syn, root = image
+    other = "/opt/other-store"
+    code, out, err = build(cli, syn, root, "--store", other)
+    assert code == 0, err
+    path = out.split()[0]
+    assert path.startswith(f"{other}/")
+    try:
+        code, out, _ = cli("gc", "--root", root)  # the default store: not its root
+        assert out == "removed 0 store paths (0.0 kB), kept 0\n"
+        code, out, _ = cli("gc", "--root", root, "--store", other)
+        assert (
+            out.splitlines()[0]
+            == f"kept {path}: gc root /var/lib/undistro/gcroots/{os.path.basename(path)}"
+        )
+    finally:
+        remove_store(f"{root}{other}")
