@@ -20,6 +20,7 @@ _RAW = argparse.RawDescriptionHelpFormatter
 # whole packager for 'undistro --help'. tests/kegs/gen/test_gen_cli.py
 # checks they agree.
 PROFILES = "/var/lib/undistro/profiles"
+GCROOTS = "/var/lib/undistro/gcroots"
 STORE = "/opt/undistro/store"
 TRUSTED_KEYS = "/etc/undistro/trusted-keys"
 
@@ -37,8 +38,10 @@ examples:
 
 GC_HELP = f"""\
 Delete generations beyond the last K of each profile (never a current one),
-then every store path that no remaining generation reaches through its
-runtime closure.
+then every store path that neither a remaining generation nor a gc root
+(ROOT{GCROOTS}: one per keg `undistro keg build` made, dropped with
+`undistro keg unroot`) reaches through its runtime closure. Every path
+removed is named; --dry-run names them and removes nothing.
 
 examples:
   undistro gc --dry-run --root /tmp/img
@@ -202,14 +205,27 @@ def cmd_gc(args: argparse.Namespace) -> int:
     root = _root(args)
     store = rebase(root, args.store)
     profiles = profiles_in(rebase(root, PROFILES), root=root)
-    report = collect_garbage(store, profiles, keep_last=args.keep_last, dry_run=args.dry_run)
+    gcroots = rebase(root, GCROOTS)
+    report = collect_garbage(
+        store,
+        profiles,
+        keep_last=args.keep_last,
+        dry_run=args.dry_run,
+        gcroots=gcroots,
+        final_store=args.store,
+    )
     verb = "would remove" if args.dry_run else "removed"
     for where, numbers in report.generations.items():
         print(f"{verb} generations {', '.join(map(str, numbers))} of {where}")
     for name in report.removed:
         print(f"{verb} {os.path.join(args.store, name)}")
+    for name in report.rooted:
+        print(f"kept {os.path.join(args.store, name)}: gc root {os.path.join(GCROOTS, name)}")
+    for name in report.stale_roots:
+        print(f"gc root {os.path.join(GCROOTS, name)}: its keg is gone (undistro keg unroot it)")
     size = _size(report.freed_bytes)
-    print(f"{verb} {len(report.removed)} store paths ({size}), kept {len(report.kept)}")
+    held = f" ({len(report.rooted)} by gc roots)" if report.rooted else ""
+    print(f"{verb} {len(report.removed)} store paths ({size}), kept {len(report.kept)}{held}")
     return 0
 
 

@@ -15,6 +15,9 @@ from typing import Any
 from undistro.commands._groups import command_group
 from undistro.errors import KegError, UsageError
 
+DEFAULT_CACHE = "/var/cache/undistro/sources"
+GCROOTS = "/var/lib/undistro/gcroots"  # kegs._gcroots.GCROOTS (a test checks they agree)
+
 RECIPE_EPILOG = """\
 examples:
   undistro recipe new hello ~/Downloads/hello-2.10.tar.gz --recipes recipes
@@ -26,17 +29,21 @@ variants, build and run dependencies (with `when` conditions) and build
 steps. docs/kegs.md is the format reference.
 """
 
-KEG_EPILOG = """\
+KEG_EPILOG = f"""\
 examples:
   undistro keg build hello --recipes examples/recipes
   undistro keg build lua@5.3 lua@5.4 --recipes examples/recipes --root /tmp/img
   undistro keg build zlib --variant static=true --recipes examples/recipes
   undistro keg list --root /tmp/img
+  undistro keg roots --root /tmp/img
+  undistro keg unroot lua-5.3.6 --root /tmp/img     # gc may now remove it
 
 Kegs go to <store>/<hash>-<name>-<version> (store /opt/undistro/store,
 under --root when given); the hash covers recipe, sources, variants,
-platform and dependencies. Builds run with no network and a clean
-environment; a failed build adds nothing to the store.
+platform and dependencies. Builds run with no network, a clean environment
+and the store read-only but for their staging directory; a failed build
+adds nothing to the store. Each keg built is kept from `undistro gc` by a
+gc root (ROOT{GCROOTS}/<hash>-<name>-<version>) until `keg unroot` drops it.
 """
 
 SOURCES_EPILOG = """\
@@ -49,8 +56,6 @@ The cache (default ROOT/var/cache/undistro/sources) holds archives by
 SHA-256; a download enters it only if its hash is the recipe's. Mirrors
 (directories or URLs) are tried in order, then the recipe's own URLs.
 """
-
-DEFAULT_CACHE = "/var/cache/undistro/sources"
 
 
 COMMANDS = ("recipe", "keg", "sources")
@@ -65,6 +70,9 @@ def register(sub: Any) -> None:
     new.add_argument("--version", dest="pkg_version", help="when the file name does not say")
     _recipes_option(new)
     _cache_options(new)
+    new.add_argument(
+        "--root", default="/", help="add the archive to the cache under DIR (as keg build --root)"
+    )
     new.set_defaults(func=run_recipe_new)
 
     check = _parser(recipe, "check", "validate every recipe of a directory", RECIPE_EPILOG)
@@ -81,6 +89,11 @@ def register(sub: Any) -> None:
     build.add_argument(
         "--no-isolate", action="store_true", help="no network namespace (debugging only)"
     )
+    build.add_argument(
+        "--no-gc-root",
+        action="store_true",
+        help="leave no gc root: the next gc removes what no generation holds",
+    )
     _recipes_option(build)
     _store_options(build)
     _cache_options(build)
@@ -89,6 +102,15 @@ def register(sub: Any) -> None:
     listing = _parser(keg, "list", "list the kegs in the store", KEG_EPILOG)
     _store_options(listing)
     listing.set_defaults(func=run_keg_list)
+
+    roots = _parser(keg, "roots", "list the gc roots that keep built kegs", KEG_EPILOG)
+    roots.add_argument("--root", default="/", help="the gc roots under DIR")
+    roots.set_defaults(func=run_keg_roots)
+
+    unroot = _parser(keg, "unroot", "drop a keg's gc root; gc may then remove it", KEG_EPILOG)
+    unroot.add_argument("ref", metavar="KEG", help="name, name-version, hash or store path")
+    unroot.add_argument("--root", default="/", help="the gc roots under DIR")
+    unroot.set_defaults(func=run_keg_unroot)
 
     sources = command_group(sub, "sources", "fill the source cache", "Fill the source cache.")
     fetch = _parser(sources, "fetch", "fetch and verify every recipe's sources", SOURCES_EPILOG)
@@ -155,7 +177,7 @@ def run_recipe_new(args: argparse.Namespace) -> int:
     path = os.path.join(directory, f"{args.name}.toml")
     if os.path.exists(path):
         raise UsageError(f"{path} exists; edit it, or remove it first")
-    cache = SourceCache(_cache_dir(args, "/"))
+    cache = SourceCache(_cache_dir(args, args.root))
     mirror_dirs = [m for m in args.mirror if "://" not in m]
     result = scaffold(
         args.name, args.url, version=args.pkg_version, cache=cache, mirror_dirs=mirror_dirs
@@ -175,10 +197,11 @@ def run_recipe_new(args: argparse.Namespace) -> int:
 
 
 def run_recipe_check(args: argparse.Namespace) -> int:
+    from undistro.kegs import detect
     from undistro.kegs._recipe import RecipeBook
 
     book = RecipeBook([args.directory])
-    good, problems = book.check_all()
+    good, problems = book.check_all(detect())
     for line in problems:
         print(f"undistro: {line}", file=sys.stderr)
     print(f"{len(good)} recipes ok, {len(problems)} problems in {args.directory}")
@@ -194,11 +217,13 @@ def run_keg_build(args: argparse.Namespace) -> int:
         mirrors_from,
         parse_request,
         resolve,
+        store_lock,
     )
+    from undistro.kegs._gcroots import add_root
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    store = _store(args)
+    store = _store(args, create=True)
     requests = [parse_request(text, args.variant) for text in args.requests]
     platform = detect()
     resolution = resolve(requests, RecipeBook(args.recipes or ["recipes"]), platform)
@@ -211,11 +236,50 @@ def run_keg_build(args: argparse.Namespace) -> int:
         isolate=not args.no_isolate,
         progress=lambda line: print(line, file=sys.stderr),
     )
-    built = builder.build(resolution)
+    roots_dir = _rebase(args.root, GCROOTS)
+    # The store's gc lock (shared) from the build to the roots: a collector
+    # cannot take a keg just built for garbage.
+    with store_lock(store.physical(store.directory), exclusive=False):
+        built = builder.build(resolution)
+        if not args.no_gc_root:
+            for name in resolution.roots:
+                add_root(roots_dir, built[name].path)
     for name in resolution.roots:
         keg = built[name]
         how = f"built in {keg.seconds:.1f} s" if keg.built else "already in the store"
         print(f"{keg.path}  ({how})")
+    if not args.no_gc_root:
+        print(
+            f"gc roots in {roots_dir} keep these from `undistro gc`; "
+            "drop one with `undistro keg unroot NAME`",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def run_keg_roots(args: argparse.Namespace) -> int:
+    from undistro.kegs._gcroots import list_roots
+
+    roots_dir = _rebase(args.root, GCROOTS)
+    for base in list_roots(roots_dir):
+        print(f"{base}  -> {os.readlink(os.path.join(roots_dir, base))}")
+    return 0
+
+
+def run_keg_unroot(args: argparse.Namespace) -> int:
+    from undistro.kegs._gcroots import drop_root, list_roots, match_roots
+
+    roots_dir = _rebase(args.root, GCROOTS)
+    found = match_roots(roots_dir, args.ref)
+    if not found:
+        have = ", ".join(list_roots(roots_dir)) or "none"
+        raise KegError(f"no gc root matches {args.ref!r} in {roots_dir} (roots: {have})")
+    if len(found) > 1:
+        raise KegError(
+            f"{args.ref!r} matches {len(found)} gc roots: {', '.join(found)}; give one of them"
+        )
+    drop_root(roots_dir, found[0])
+    print(f"dropped the gc root of {found[0]}; `undistro gc` may now remove it")
     return 0
 
 
@@ -263,10 +327,17 @@ def run_sources_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _store(args: argparse.Namespace, *, create: bool = False) -> Any:
+    """The store of ``--store`` under ``--root``; ``create`` makes a root
+    directory that does not exist yet (a build prepares a new image)."""
     from undistro.kegs import DEFAULT_STORE, Store
 
     root = args.root
+    if create and not os.path.lexists(root):
+        try:
+            os.makedirs(root)
+        except OSError as exc:
+            raise UsageError(f"--root {root}: cannot create it: {exc.strerror}") from None
     if not os.path.isdir(root):
         raise UsageError(f"--root {root}: not a directory")
     try:
@@ -278,4 +349,8 @@ def _store(args: argparse.Namespace) -> Any:
 def _cache_dir(args: argparse.Namespace, root: str) -> str:
     if args.cache:
         return str(args.cache)
-    return os.path.join(root, DEFAULT_CACHE.lstrip("/"))
+    return _rebase(root, DEFAULT_CACHE)
+
+
+def _rebase(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))

@@ -14,15 +14,16 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import stat
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from undistro.errors import BuildError, SourceError
+from undistro.errors import BuildError
 from undistro.kegs._closure import scan_references
+from undistro.kegs._fs import fsync_dir
 from undistro.kegs._platform import Platform
 from undistro.kegs._recipe import show_value
 from undistro.kegs._resolve import Resolution, Resolved
@@ -30,7 +31,9 @@ from undistro.kegs._sandbox import Sandbox, make_sandbox
 from undistro.kegs._sources import Mirror, SourceCache
 from undistro.kegs._steps import render, substitute
 from undistro.kegs._store import (
+    BUILD_STAGING,
     META_NAME,
+    STORE_TRASH,
     KegMeta,
     Store,
     keg_hash,
@@ -38,6 +41,7 @@ from undistro.kegs._store import (
     make_writable,
     store_lock,
 )
+from undistro.kegs._tarsafe import extract_source
 
 _BASE_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 _STEP = "==> "  # marks each recipe command in the build log
@@ -148,11 +152,12 @@ class Builder:
         os.makedirs(self.log_dir, exist_ok=True)
         log_path = os.path.join(self.log_dir, os.path.basename(keg.path) + ".log")
         workdir = tempfile.mkdtemp(prefix="undistro-build-")
-        staging = tempfile.mkdtemp(prefix=".staging-", dir=physical_store)
+        staging = tempfile.mkdtemp(prefix=BUILD_STAGING, dir=physical_store)
         try:
+            self._discard_partial(keg.path)
             srcdir = self._unpack(node, workdir)
             sandbox = make_sandbox(
-                self.store.directory, physical_store, workdir, isolate=self.isolate
+                self.store.directory, physical_store, workdir, staging, isolate=self.isolate
             )
             # Where the sandbox sees the staging dir (the store is at its final
             # path inside it, unless isolation could not be had under --root).
@@ -169,6 +174,14 @@ class Builder:
                 for command in commands:
                     f.write(f"printf '%s\\n' {shlex.quote(_STEP + command)}\n{command}\n")
             self._run(sandbox, ["/bin/sh", script], env, srcdir, log_path, label)
+            if os.path.lexists(self.store.physical(keg.path)) and not self.store.exists(keg.path):
+                # Only an unisolated build can get here (isolated, the store
+                # is read-only): it wrote the final prefix itself.
+                raise BuildError(
+                    f"{label}: the build wrote {keg.path} itself instead of under "
+                    f"{{destdir}}{{prefix}} (does it honour DESTDIR?); nothing was added "
+                    f"to the store; log: {log_path}"
+                )
             output = os.path.join(staging, keg.path.lstrip("/"))
             if not os.path.isdir(output):
                 raise BuildError(
@@ -176,20 +189,37 @@ class Builder:
                     f"(does it honour DESTDIR?); log: {log_path}"
                 )
             self._finish(keg, planned, output)
+        except BaseException:
+            # Isolated, a build cannot write the store outside its staging
+            # directory; unisolated it can, and what it put at the final
+            # path is not a keg: it goes, so nothing was added.
+            self._discard_partial(keg.path)
+            raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             _remove_tree(staging)
+
+    def _discard_partial(self, path: str) -> None:
+        """Remove whatever is at the final path ``path`` if it is not a
+        finished keg — an earlier build wrote it and failed — so it neither
+        blocks the rename nor is taken for a keg. A finished keg (the same
+        inputs built by someone else) is left alone."""
+        final = self.store.physical(path)
+        if not os.path.lexists(final) or self.store.exists(path):
+            return
+        trash = os.path.join(
+            os.path.dirname(final), f"{STORE_TRASH}{os.path.basename(final)}-{os.getpid()}"
+        )
+        os.rename(final, trash)
+        self.progress(f"removed {path}: left by a build that failed, not a keg")
+        _remove_tree(trash)
 
     def _unpack(self, node: Resolved, workdir: str) -> str:
         source = node.recipe.source(node.version)
         archive = os.path.join(workdir, "source.archive")
         self.cache.copy_out(source.sha256, archive)
         top = os.path.join(workdir, "src")
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(top, filter="data")
-        except (tarfile.TarError, OSError) as exc:
-            raise SourceError(f"{source.filename}: cannot unpack: {exc}") from None
+        extract_source(archive, top, source.filename)
         os.unlink(archive)
         entries = os.listdir(top)
         if len(entries) == 1 and os.path.isdir(os.path.join(top, entries[0])):
@@ -305,18 +335,29 @@ class Builder:
             f.flush()
             os.fsync(f.fileno())
         make_read_only(output)
+        _verify_staged(output, meta)
         final = self.store.physical(keg.path)
+        self._discard_partial(keg.path)
         try:
             os.rename(output, final)
         except OSError:
             if not self.store.exists(keg.path):
                 raise
             # Someone else built the same inputs first: theirs is as good.
-        fd = os.open(os.path.dirname(final), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(os.path.dirname(final))
+
+
+def _verify_staged(output: str, meta: KegMeta) -> None:
+    """The staged keg is whole before it may take its final name: its
+    record reads back as written and nothing in it is writable."""
+    with open(os.path.join(output, META_NAME), encoding="utf-8") as f:
+        if KegMeta.from_json(f.read()) != meta:
+            raise BuildError(f"{meta.name} {meta.version}: {META_NAME} did not read back")
+    for dirpath, _dirnames, filenames in os.walk(output):
+        for entry in [dirpath, *(os.path.join(dirpath, n) for n in filenames)]:
+            st = os.lstat(entry)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o222:
+                raise BuildError(f"{meta.name} {meta.version}: {entry} is still writable")
 
 
 def _closure(

@@ -1,7 +1,9 @@
-"""Garbage collection: a store path lives while a kept generation reaches it.
+"""Garbage collection: a store path lives while a kept generation or a gc
+root reaches it.
 
 The roots are the generations kept in every profile — the last K of each
-and always the current one. Everything in their runtime closures (declared
+and always the current one — and the gc roots (``_gcroots``: one per keg
+``keg build`` made). Everything in their runtime closures (declared
 ``run_deps`` and store hashes found in the files) stays; every other keg in
 the store goes. Generations that are not kept are deleted first, so no
 generation is ever left pointing at a removed path.
@@ -22,10 +24,11 @@ from dataclasses import dataclass, field
 from undistro.errors import GenerationError, KegError
 from undistro.kegs._closure import INSTALL_STAGING, closure, store_kegs
 from undistro.kegs._fs import remove_tree
+from undistro.kegs._gcroots import list_roots
 from undistro.kegs._generations import Profile
-from undistro.kegs._store import store_lock
+from undistro.kegs._store import BUILD_STAGING, DEFAULT_STORE, STORE_TRASH, store_lock
 
-_TRASH = ".gc-"
+_TRASH = STORE_TRASH
 
 
 @dataclass(slots=True)
@@ -38,6 +41,10 @@ class GcReport:
     """Store base names deleted."""
     kept: list[str] = field(default_factory=list)
     """Store base names still referenced."""
+    rooted: list[str] = field(default_factory=list)
+    """Store base names held by a gc root."""
+    stale_roots: list[str] = field(default_factory=list)
+    """GC roots whose keg is not in the store (kept: they hold nothing)."""
     freed_bytes: int = 0
 
 
@@ -60,8 +67,12 @@ def collect_garbage(
     *,
     keep_last: int | None = None,
     dry_run: bool = False,
+    gcroots: str | None = None,
+    final_store: str = DEFAULT_STORE,
 ) -> GcReport:
-    """Delete unkept generations, then every store path no kept one reaches.
+    """Delete unkept generations, then every store path that neither a kept
+    one nor a gc root in the directory ``gcroots`` reaches (the roots of
+    kegs in ``final_store``, the store as the system sees it).
 
     ``keep_last=None`` keeps every generation; ``keep_last=K`` keeps the K
     newest of each profile plus its current one.
@@ -87,6 +98,11 @@ def collect_garbage(
                 doomed[profile] = drop
                 report.generations[profile.dir] = drop
         index = store_kegs(store)
+        present = set(index.values())
+        named = list_roots(gcroots, final_store) if gcroots else []
+        report.rooted = [n for n in named if n in present]
+        report.stale_roots = [n for n in named if n not in present]
+        roots.update(report.rooted)
         try:
             live = closure(store, roots, index)
         except KegError as exc:
@@ -107,10 +123,11 @@ def collect_garbage(
 
 
 def _clear_trash(store: str) -> None:
-    """Finish what killed collectors and installers left: renamed-away paths
-    and staging directories (we hold the lock exclusively: none is alive)."""
+    """Finish what killed collectors, builders and installers left:
+    renamed-away paths and staging directories (we hold the lock
+    exclusively: none of them is alive)."""
     for name in os.listdir(store):
-        if name.startswith((_TRASH, INSTALL_STAGING)):
+        if name.startswith((_TRASH, INSTALL_STAGING, BUILD_STAGING)):
             remove_tree(os.path.join(store, name))
 
 

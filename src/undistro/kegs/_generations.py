@@ -126,6 +126,15 @@ class Profile:
     def list(self) -> list[Generation]:
         return [self._load(n) for n in self.numbers()]
 
+    def holding(self, store_paths: Iterable[str]) -> int | None:
+        """The newest generation of exactly these kegs (final store paths),
+        if there is one: what ``build_and_switch`` would switch to."""
+        want = sorted(set(store_paths))
+        for number in reversed(self.numbers()):
+            if sorted({k.store_path for k in self._load(number).kegs}) == want:
+                return number
+        return None
+
     def diff(self, a: int, b: int) -> GenerationDiff:
         return diff_kegs(self.get(a).kegs, self.get(b).kegs)
 
@@ -137,7 +146,10 @@ class Profile:
         Everything is checked first — each keg readable, its runtime closure
         present, no two kegs providing the same file — so a missing path or
         a conflict changes nothing. Asking for the current set again is kept:
-        the current number comes back and no generation is made.
+        the current number comes back and no generation is made. Asking for
+        the set of an existing generation (after a rollback, the set the
+        policy still names) switches to the newest such generation rather
+        than making its twin.
         """
         kegs = _read_all(store_paths)
         recorded = tuple(
@@ -160,6 +172,12 @@ class Profile:
                 cur = self.current_number()
                 if cur is not None and self._load(cur).kegs == recorded:
                     return cur
+                twin = next(
+                    (n for n in reversed(self.numbers()) if self._load(n).kegs == recorded), None
+                )
+                if twin is not None:
+                    self._point_current(twin)
+                    return twin
                 number = max(self.numbers(), default=0) + 1
                 self._write_generation(number, recorded, tree)
                 self._point_current(number)

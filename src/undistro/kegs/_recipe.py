@@ -47,6 +47,11 @@ class When:
             return False
         return all(variants.get(k) == v for k, v in self.variants.items())
 
+    def possible(self, platform: Platform) -> bool:
+        """Whether this can hold on ``platform`` for some choice of variants."""
+        known = platform.as_dict()
+        return all(known.get(fact) in allowed for fact, allowed in self.facts.items())
+
     def describe(self) -> str:
         parts = [f"{k} in {'/'.join(v)}" for k, v in self.facts.items()]
         parts += [f"variant {k}={show_value(v)}" for k, v in self.variants.items()]
@@ -216,8 +221,13 @@ class RecipeBook:
                 return recipe
         raise RecipeError(f"no recipe named '{name}' in {', '.join(self.directories)}")
 
-    def check_all(self) -> tuple[list[Recipe], list[str]]:
-        """Load every recipe; return the good ones and one line per bad one."""
+    def check_all(self, platform: Platform | None = None) -> tuple[list[Recipe], list[str]]:
+        """Load every recipe; return the good ones and one line per bad one.
+
+        A dependency needs a recipe only where its ``when`` can hold: on
+        ``platform`` (this machine's, if given) for some variant choice. A
+        Red Hat-only dependency is no problem on a Debian machine, which
+        never resolves it; without ``platform`` every dependency needs one."""
         good: list[Recipe] = []
         problems: list[str] = []
         for name in self.names():
@@ -228,6 +238,8 @@ class RecipeBook:
         available = set(self.names())
         for recipe in good:
             for dep in recipe.dependencies:
+                if platform is not None and not dep.when.possible(platform):
+                    continue
                 if dep.name not in available:
                     problems.append(
                         f"{recipe.path}: dependencies.{dep.kind}.{dep.name}: "

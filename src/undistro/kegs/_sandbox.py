@@ -1,14 +1,28 @@
-"""Running a build with no network and the store at its final path.
+"""Running a build with no network, the store read-only at its final path.
 
 A build runs under ``unshare --net --mount``: a fresh network namespace (only
 a loopback, so nothing can be downloaded behind the recipe's back) and a
 private mount namespace in which, under ``--root``, ``ROOT/<store>`` is
 bind-mounted at ``<store>`` — the build sees its dependencies and its own
 prefix exactly where they will be on the finished system, and nothing on the
-host's mounts changes. Without root privileges an unprivileged user
-namespace is tried; where neither works the build runs unisolated and the
-log says so (and, under ``--root``, dependencies are found through their
-ROOT paths instead).
+host's mounts changes.
+
+Inside that namespace the store is a read-only bind mount, and only the
+build's own staging directory (``<store>/.staging-…``, where ``DESTDIR``
+points) is bound writable over it. The build runs as root, but a recipe
+writing into a dependency's keg, or an install that ignores ``DESTDIR`` and
+writes the final prefix itself, fails with "Read-only file system" instead
+of changing the store. Under ``--root`` the store's ``ROOT/...`` path is made
+read-only the same way. The mounts made, the build itself runs without
+CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_MODULE and CAP_MKNOD (``setpriv``
+drops them from the bounding set): root as it is, it cannot remount the
+store writable, reach the host's mount namespace through another process's
+``/proc/PID/root``, load a module or make a device node.
+
+Without root privileges an unprivileged user namespace is tried; where
+neither works the build runs unisolated — store writable — and the log says
+so (and, under ``--root``, dependencies are found through their ROOT paths
+instead).
 """
 
 from __future__ import annotations
@@ -30,10 +44,12 @@ class Sandbox:
     setup: str  # shell run first inside the namespaces (mounts)
     store_visible: bool
     note: str  # one line for the build log
+    drop: tuple[str, ...] = ()  # run the build itself through this (setpriv)
 
     def command(self, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
         """``argv`` to run in the sandbox with exactly ``env``."""
-        inner = "exec env -i " + " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
+        inner = "exec " + "".join(f"{shlex.quote(a)} " for a in self.drop)
+        inner += "env -i " + " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
         inner += " " + " ".join(shlex.quote(a) for a in argv)
         if not self.prefix:
             return ["/bin/sh", "-c", inner]
@@ -56,25 +72,72 @@ def _unshare_works(extra: tuple[str, ...]) -> bool:
     return proc.returncode == 0
 
 
+# What a build never needs and the seal must not leave it: mounts (a
+# remount would make the store writable again) and setns, another process's
+# /proc/PID/root, modules, device nodes.
+_DROP = (
+    "setpriv",
+    "--bounding-set=-sys_admin,-sys_ptrace,-sys_module,-mknod",
+    "--inh-caps=-sys_admin,-sys_ptrace,-sys_module,-mknod",
+    "--",
+)
+
+
+@functools.cache
+def _setpriv_works() -> bool:
+    try:
+        proc = subprocess.run(
+            [*_DROP, "true"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
 def make_sandbox(
-    store_dir: str, physical_store: str, workdir: str, *, isolate: bool = True
+    store_dir: str, physical_store: str, workdir: str, staging: str, *, isolate: bool = True
 ) -> Sandbox:
     """The best isolation this machine allows for a build in ``workdir`` into
-    ``store_dir``, whose files are physically at ``physical_store``."""
+    ``store_dir``, whose files are physically at ``physical_store``; the
+    staging directory ``staging`` (in ``physical_store``) is the one place of
+    the store the build may write."""
+    q = shlex.quote
     relocated = os.path.realpath(physical_store) != os.path.realpath(store_dir)
+    seen_staging = f"{store_dir}/{os.path.basename(staging)}"
     for extra in ((), ("--user", "--map-root-user")):
         if not isolate or not _unshare_works(extra):
             continue
         prefix = ("unshare", *extra, "--net", "--mount", "--propagation", "private", "--")
         lines = ["ip link set lo up 2>/dev/null || true"]
-        if not relocated:
-            return Sandbox(prefix, "\n".join(lines), True, "isolated: no network (unshare)")
-        mounts = _bind_store(store_dir, physical_store, workdir)
-        if mounts is None:
-            continue
-        lines += mounts
-        note = f"isolated: no network; {physical_store} mounted at {store_dir} (unshare)"
-        return Sandbox(prefix, "\n".join(lines), True, note)
+        if relocated:
+            mounts = _bind_store(store_dir, physical_store, workdir)
+            if mounts is None:
+                continue
+            lines += mounts
+            note = f"isolated: no network; {physical_store} mounted read-only at {store_dir}"
+        else:
+            lines.append(f"mount --bind {q(store_dir)} {q(store_dir)}")
+            note = f"isolated: no network; {store_dir} read-only"
+        # Staging first (a separate mount keeps its own flags), then the
+        # store read-only around it; the ROOT path of the store too.
+        lines += [
+            f"mount --bind {q(staging)} {q(seen_staging)}",
+            f"mount -o remount,bind,ro {q(store_dir)}",
+        ]
+        if relocated:
+            lines += [
+                f"mount --bind {q(physical_store)} {q(physical_store)}",
+                f"mount -o remount,bind,ro {q(physical_store)}",
+            ]
+        note += f" but for {os.path.basename(staging)}"
+        drop = _DROP if _setpriv_works() else ()
+        note += " (unshare, setpriv)" if drop else " (unshare; no setpriv: capabilities kept)"
+        return Sandbox(prefix, "\n".join(lines), True, note, drop)
     why = "isolation disabled" if not isolate else "no usable unshare (network namespace)"
     return Sandbox(
         (), "", not relocated, f"NOT isolated ({why}): the build could reach the network"

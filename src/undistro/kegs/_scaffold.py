@@ -82,7 +82,7 @@ def scaffold(
             sha = sha256_file(local)
         system = _guess_system(local)
     source_url = url if parts.scheme else f"file://{os.path.abspath(url)}"
-    return Scaffold(_render(name, source_url, chosen, sha, system), sha, system, chosen)
+    return Scaffold(_render(name, source_url, filename, chosen, sha, system), sha, system, chosen)
 
 
 def _local_copy(url: str, filename: str, mirror_dirs: Sequence[str]) -> str | None:
@@ -111,17 +111,39 @@ def _guess_system(path: str) -> str:
     return "commands"
 
 
-def _render(name: str, url: str, version: str, sha: str | None, system: str) -> str:
+def _render(name: str, url: str, filename: str, version: str, sha: str | None, system: str) -> str:
     sha_line = (
-        f'sha256 = "{sha}"'
-        if sha
-        else 'sha256 = ""  # FILL IN: sha256sum of the archive (recipe check fails until then)'
+        f'sha256 = "{sha}"' if sha else 'sha256 = ""  # FILL IN (recipe check fails until then)'
     )
+    # The author's next question is where the archive should come from and
+    # how its hash is had; the comment answers with real forms.
+    where = [
+        "# Where the archive is fetched from: its upstream release URL, e.g.",
+        f'#   url = "https://example.org/releases/{filename}"',
+        '# or several, tried in order: urls = ["https://...", "http://mirror.example/..."].',
+    ]
+    if url.startswith("file://"):
+        where.append(
+            "# The file:// URL below names the file you gave: it works on this machine only."
+        )
+    where.append(
+        f"# sha256: `sha256sum {filename}`, or `undistro sources add {filename}` (prints it"
+        " and caches the file)."
+    )
+    where_text = "\n".join(where)
     build = {
-        "autotools": 'system = "autotools"\n# configure_args = ["--disable-nls"]',
+        "autotools": (
+            'system = "autotools"\n# configure_args = ["--disable-nls"]\n'
+            "# install_args come after the template's own, so they override its variables:\n"
+            '# install_args = ["sysconfdir={prefix}/etc"]'
+        ),
         "cmake": 'system = "cmake"\n# configure_args = ["-DBUILD_TESTING=OFF"]',
         "meson": 'system = "meson"\n# configure_args = ["-Dtests=false"]',
-        "make": 'system = "make"\n# make_args = ["CC=cc"]',
+        "make": (
+            'system = "make"\n# make_args = ["CC=cc"]\n'
+            "# install_args come after the template's own, so they override its variables:\n"
+            '# install_args = ["DESTDIR={destdir}{prefix}/bin"]   (a Makefile that adds only bin/)'
+        ),
         "commands": (
             'system = "commands"\ncommands = [\n'
             '  "make -j{jobs}",\n'
@@ -135,6 +157,7 @@ license = ""
 homepage = ""
 
 [versions."{version}"]
+{where_text}
 url = "{url}"
 {sha_line}
 

@@ -31,6 +31,10 @@ from undistro.errors import KegError
 DEFAULT_STORE = "/opt/undistro/store"
 META_NAME = ".keg.json"
 GC_LOCK = ".gc.lock"
+BUILD_STAGING = ".staging-"
+"""Prefix of a build's staging directory in the store (hidden: never a keg)."""
+STORE_TRASH = ".gc-"
+"""Prefix of a store entry renamed away to be removed (gc clears leftovers)."""
 HASH_LEN = 32
 # Part of every hash: bump it when the builder changes what it produces.
 BUILDER_EPOCH = 1

@@ -1,8 +1,12 @@
-"""Extract a keg tarball without trusting it, checking it against its manifest.
+"""Extract tarballs without trusting them: keg artifacts and build sources.
 
-The signed manifest already vouches for the archive's SHA-256, so this is
-the second wall, not the first: even a tarball signed by a trusted key must
-not write outside its directory. Each member must
+The project's own extractor, not ``TarFile.extractall(filter="data")``: that
+filter is missing from Debian 12's python3 (3.11.2), and an artifact needs
+more than it gives (a manifest to match).
+
+**Artifacts** (:func:`extract`). The signed manifest already vouches for the
+archive's SHA-256, so this is the second wall, not the first: even a tarball
+signed by a trusted key must not write outside its directory. Each member must
 
 - have a plain relative name (no ``/`` at the start, no ``..``, no ``.``);
 - be a directory, a regular file or a symlink (no hard links, devices,
@@ -14,6 +18,16 @@ not write outside its directory. Each member must
 - be listed in the manifest with the same type, size, mode and hash.
 
 Files are created with ``O_EXCL | O_NOFOLLOW``; a duplicate member fails.
+
+**Sources** (:func:`extract_source`). An upstream tarball is pinned by its
+SHA-256 but was made by anyone, with whatever tar they had: directory
+entries may be missing, a member may repeat, a file may be a hard link to
+another. The walls are the same — plain relative names, nothing written
+through a symlink, links that stay inside, no devices or fifos — and the
+modes are made sane (no setuid/setgid/sticky, no group/other write; the
+owner may read and write, so the build can patch), with owner root and the
+archive's mtimes kept (make compares them: a ``configure`` newer than its
+``configure.ac`` must stay newer).
 """
 
 from __future__ import annotations
@@ -25,7 +39,7 @@ import tarfile
 from collections.abc import Mapping
 from typing import IO, Any
 
-from undistro.errors import ArtifactError
+from undistro.errors import ArtifactError, SourceError
 from undistro.kegs._fs import fsync_dir
 
 _CHUNK = 1 << 20
@@ -118,6 +132,99 @@ def seal(root: str, files: Mapping[str, Mapping[str, Any]]) -> None:
     fsync_dir(root)
 
 
+def extract_source(archive: str, dest: str, what: str) -> None:
+    """Unpack the source tarball ``archive`` (gzip, bzip2, xz or plain) into
+    the new directory ``dest``; a refused member raises SourceError naming it."""
+    os.mkdir(dest, 0o755)
+    kinds: dict[str, str] = {"": "dir"}  # what this archive made at each name
+    dir_times: list[tuple[str, float]] = []
+    links: list[str] = []
+    try:
+        with tarfile.open(archive, mode="r|*") as tar:
+            for member in tar:
+                if member.isdir() and member.name in (".", "./"):
+                    continue
+                name = _check_name(member.name, what, SourceError)
+                _make_parents(dest, name, kinds, what)
+                path = os.path.join(dest, name)
+                old = kinds.get(name)
+                if member.isdir():
+                    if old is None:
+                        os.mkdir(path, 0o700)
+                    elif old != "dir":
+                        raise SourceError(f"{what}: {name!r} is a directory and a file")
+                    kinds[name] = "dir"
+                    os.chmod(path, (member.mode & 0o755) | 0o700)
+                    dir_times.append((path, member.mtime))
+                    continue
+                if old == "dir":
+                    raise SourceError(f"{what}: {name!r} is a directory and a file")
+                if old is not None:  # tar's rule: a later member replaces an earlier one
+                    os.unlink(path)
+                if member.isreg():
+                    source = tar.extractfile(member)
+                    assert source is not None  # a regular member always has data
+                    _write(source, path, sync=False)
+                    os.chmod(path, _file_mode(member.mode))
+                    kinds[name] = "file"
+                elif member.issym():
+                    target = member.linkname
+                    if not target or os.path.isabs(target) or _leaves(name, target):
+                        raise SourceError(
+                            f"{what}: symlink {name!r} -> {target!r} leaves the source tree"
+                        )
+                    os.symlink(target, path)
+                    kinds[name] = "symlink"
+                    links.append(name)
+                elif member.islnk():
+                    target = _check_name(member.linkname, what, SourceError)
+                    if kinds.get(target) != "file":
+                        raise SourceError(
+                            f"{what}: hard link {name!r} -> {target!r} is not to a file"
+                            " the archive made before it"
+                        )
+                    os.link(os.path.join(dest, target), path, follow_symlinks=False)
+                    kinds[name] = "file"
+                else:
+                    raise SourceError(f"{what}: {name!r} is a device or fifo; not allowed")
+                os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
+    except SourceError:
+        raise
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise SourceError(f"{what}: cannot unpack: {exc}") from None
+    # Each link alone stays inside; a chain of them (``d/a -> b/..`` with
+    # ``d/b -> ..``) might not: resolve every one through the tree.
+    top = os.path.realpath(dest)
+    for name in links:
+        resolved = os.path.realpath(os.path.join(dest, name))
+        if resolved != top and not resolved.startswith(top + "/"):
+            raise SourceError(f"{what}: symlink {name!r} leaves the source tree through a link")
+    for path, mtime in reversed(dir_times):  # last: writing into a directory moves its mtime
+        os.utime(path, (mtime, mtime))
+
+
+def _make_parents(dest: str, name: str, kinds: dict[str, str], what: str) -> None:
+    """Create the missing parent directories of ``name`` (archives often
+    list no directory entries), never through anything but a directory the
+    archive itself made — so nothing is written through a symlink."""
+    parts = name.split("/")[:-1]
+    for i in range(len(parts)):
+        sub = "/".join(parts[: i + 1])
+        kind = kinds.get(sub)
+        if kind is None:
+            os.mkdir(os.path.join(dest, sub), 0o755)
+            kinds[sub] = "dir"
+        elif kind != "dir":
+            raise SourceError(f"{what}: {name!r} would be written through the {kind} {sub!r}")
+
+
+def _file_mode(mode: int) -> int:
+    """No setuid/setgid/sticky, no group/other write; the owner may read and
+    write; others may execute only what the owner may."""
+    mode = (mode & 0o755) | 0o600
+    return mode if mode & 0o100 else mode & ~0o111
+
+
 def describe(root: str) -> dict[str, dict[str, Any]]:
     """The manifest table of the tree at ``root`` (sorted, parents first)."""
     table: dict[str, dict[str, Any]] = {}
@@ -150,16 +257,22 @@ def _walk_order(name: str) -> tuple[str, ...]:
     return tuple(name.split("/"))
 
 
-def _check_name(name: str, what: str) -> str:
+def _check_name(name: str, what: str, error: type[Exception] = ArtifactError) -> str:
     if name.startswith("./"):
         name = name[2:]
     name = name.rstrip("/")
     parts = name.split("/")
     if not name or name.startswith("/") or "\0" in name:
-        raise ArtifactError(f"{what}: unsafe path {name!r} in the archive")
+        raise error(f"{what}: unsafe path {name!r} in the archive")
     if any(p in ("", ".", "..") for p in parts):
-        raise ArtifactError(f"{what}: unsafe path {name!r} in the archive")
+        raise error(f"{what}: unsafe path {name!r} in the archive")
     return name
+
+
+def _leaves(name: str, target: str) -> bool:
+    """Whether the relative link ``name -> target`` points outside the top."""
+    resolved = os.path.normpath(os.path.join(os.path.dirname(name), target))
+    return resolved == ".." or resolved.startswith("../")
 
 
 def _check_link(name: str, target: str, store_dir: str, allowed: set[str], what: str) -> None:
@@ -170,8 +283,7 @@ def _check_link(name: str, target: str, store_dir: str, allowed: set[str], what:
         if keg not in allowed:
             raise ArtifactError(f"{what}: symlink {name!r} -> {target!r} escapes the keg")
         return
-    resolved = os.path.normpath(os.path.join(os.path.dirname(name), target))
-    if resolved == ".." or resolved.startswith("../"):
+    if _leaves(name, target):
         raise ArtifactError(f"{what}: symlink {name!r} -> {target!r} escapes the keg")
 
 
@@ -197,13 +309,14 @@ def _expect(entry: Mapping[str, Any], kind: str, name: str, what: str) -> None:
         )
 
 
-def _write(source: IO[bytes], path: str) -> str:
+def _write(source: IO[bytes], path: str, *, sync: bool = True) -> str:
     digest = hashlib.sha256()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as out:
         while chunk := source.read(_CHUNK):
             digest.update(chunk)
             out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
+        if sync:  # a keg must survive a power cut; a build's sources need not
+            out.flush()
+            os.fsync(out.fileno())
     return digest.hexdigest()

@@ -89,6 +89,7 @@ class ProfileChange:
     replace: tuple[tuple[str, str | None], ...]  # package → wanted path (None: absent)
     to_build: tuple[str, ...]  # missing store paths, dependencies first
     builds: tuple[Any, ...] = ()  # (builder, resolution) of each request with a missing keg
+    twin: int | None = None  # an existing generation of exactly ``next`` (after a rollback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,12 +259,14 @@ class Keg(Resource):
                 builds.append(planned[1])
         packages = {package for package, _ in replace}
         keep = tuple(p for p in current if _package_of(store, p) not in packages)
+        wanted = keep + tuple(want for _, want in replace if want is not None)
         return ProfileChange(
             current=current,
-            next=keep + tuple(want for _, want in replace if want is not None),
+            next=wanted,
             replace=tuple(replace),
             to_build=tuple(to_build),
             builds=tuple(builds),
+            twin=self._profile(ctx).holding(wanted) if wanted else None,
         )
 
     # -- plan: pure ---------------------------------------------------------------
@@ -284,6 +287,7 @@ class Keg(Resource):
                 removed=sorted(set(change.current) - set(change.next)),
                 added=sorted(set(change.next) - set(change.current)),
                 hold=hold,
+                twin=None if change.to_build else change.twin,
             )
         )
         return actions
@@ -386,6 +390,7 @@ class Switch(Action):
         removed: Sequence[str] = (),
         added: Sequence[str] = (),
         hold: StoreHold | None = None,
+        twin: int | None = None,
     ) -> None:
         self.profile = profile
         self.replace = dict(replace)
@@ -393,7 +398,10 @@ class Switch(Action):
         self.hold = hold
         changes = [f"-{os.path.basename(p)}" for p in removed]
         changes += [f"+{os.path.basename(p)}" for p in added]
-        self.summary = f"switch {profile} to a new generation: {' '.join(changes)}"
+        # The profile decides when the action runs (build_and_switch finds
+        # the twin itself); this only says what the plan expects.
+        target = "a new generation" if twin is None else f"generation {twin}, which has this set"
+        self.summary = f"switch {profile} to {target}: {' '.join(changes)}"
 
     def execute(self, ctx: Context) -> str | None:
         from undistro.errors import KegError

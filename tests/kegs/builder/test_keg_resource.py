@@ -318,3 +318,52 @@ def test_gc_cannot_take_a_new_keg_between_its_build_and_the_switch(
         assert gc_could_start()
     finally:
         remove_store(str(root / "opt/undistro/store"))
+
+
+def test_apply_after_a_manual_rollback_returns_to_the_policy_s_generation(
+    synthetic: Synthetic,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 9: after `gen rollback`, the next apply made a new generation
+    identical to an existing one. The policy still names the newer set, so
+    apply re-converges to it — by switching to the generation that has it.
+    Pinning the rollback is a policy change; then apply keeps it."""
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["undistro.commands.core", "undistro.commands.gen"])
+    synthetic.package("soup", SOUP)
+    policy, root = tmp_path, tmp_path / "root"
+    (policy / "policy").mkdir()
+    root.mkdir()
+    (policy / "undistro.toml").write_text('name = "kegs"\n')
+    profile = Profile(str(root / PROFILE.lstrip("/")), root=str(root))
+
+    def want(spicy: str) -> None:
+        (policy / "policy" / "kegs.toml").write_text(
+            f'[[keg]]\nname = "soup"\ncache = "{synthetic.cache.directory}"\n'
+            f"variants = {{ spicy = {spicy} }}\n"
+        )
+
+    def run(*argv: str) -> str:
+        assert cli.main([*argv, "--root", str(root)]) == 0
+        out, err = capsys.readouterr()
+        return out + err
+
+    try:
+        want("false")
+        run("apply", str(policy))
+        want("true")
+        run("apply", str(policy))
+        assert (profile.numbers(), profile.current_number()) == ([1, 2], 2)
+        assert "from generation 2 to 1" in run("gen", "rollback")
+        out = run("apply", str(policy))
+        assert f"switch {PROFILE} to generation 2, which has this set: -" in out
+        assert "1 repaired" in out
+        assert (profile.numbers(), profile.current_number()) == ([1, 2], 2)
+        # pinning the rollback: the policy says what generation 1 has
+        run("gen", "rollback")
+        want("false")
+        assert "1 kept, 0 repaired" in run("apply", str(policy))
+        assert (profile.numbers(), profile.current_number()) == ([1, 2], 1)
+    finally:
+        remove_store(str(root / "opt/undistro/store"))

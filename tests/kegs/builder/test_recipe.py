@@ -4,15 +4,16 @@ the file and the field; `recipe new` and `recipe check` from the CLI."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
 
 from undistro import cli
 from undistro.errors import RecipeError
-from undistro.kegs import RecipeBook, load_recipe
+from undistro.kegs import RecipeBook, detect, load_recipe
 
-from .conftest import RECIPES, make_tarball
+from .conftest import RECIPES, make_tarball, remove_store
 
 GOOD = """\
 name = "demo"
@@ -207,3 +208,57 @@ def test_recipe_new_finds_a_url_s_file_in_a_mirror_directory(
     recipe = load_recipe(str(tmp_path / "r" / "knot.toml"))
     assert recipe.source("0.4").sha256 == sha and recipe.source("0.4").urls == (url,)
     assert recipe.build.system == "meson"
+
+
+def test_recipe_check_does_not_ask_for_a_recipe_a_when_excludes_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9: `recipe check` failed on the documented pngcheck example
+    (``no recipe named 'libselinux'``, a Red Hat-only build dependency)."""
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["undistro.commands.kegs"])
+    if detect().os_family == "redhat":
+        pytest.skip("machine limit: the example's excluded dependency is this machine's own")
+    doc = (RECIPES.parents[1] / "docs" / "kegs.md").read_text()
+    example = doc.split("### Example", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    write(tmp_path, example, "pngcheck")
+    shutil.copy(RECIPES / "zlib.toml", tmp_path)
+    assert cli.main(["recipe", "check", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == (f"2 recipes ok, 0 problems in {tmp_path}\n", "")
+    # a dependency whose `when` holds here still needs its recipe
+    write(tmp_path, example.replace('os_family = "redhat"', 'os = "linux"'), "pngcheck")
+    assert cli.main(["recipe", "check", str(tmp_path)]) == 2
+    assert "dependencies.build.libselinux: no recipe named 'libselinux'" in capsys.readouterr().err
+
+
+def test_recipe_new_under_root_caches_there_and_says_where_sources_come_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9: `recipe new` wrote into the host's /var/cache/undistro while
+    the user worked under --root, and its ``url = "file:///..."`` gave no hint."""
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["undistro.commands.kegs"])
+    tarball = tmp_path / "frob-2.3.tar.gz"
+    makefile = "all:\ninstall:\n\tmkdir -p $(DESTDIR)$(PREFIX)/share\n\techo frob >$(DESTDIR)$(PREFIX)/share/f\n"
+    sha = make_tarball(tarball, "frob-2.3", {"Makefile": makefile})
+    root, recipes = tmp_path / "img", tmp_path / "recipes"
+    host_cache = Path("/var/cache/undistro/sources/sha256", sha)
+    argv = ["recipe", "new", "frob", str(tarball), "--recipes", str(recipes), "--root", str(root)]
+    assert cli.main(argv) == 0
+    assert (root / "var/cache/undistro/sources/sha256" / sha).read_bytes() == tarball.read_bytes()
+    assert not host_cache.exists()
+    text = (recipes / "frob.toml").read_text()
+    assert '#   url = "https://example.org/releases/frob-2.3.tar.gz"' in text
+    assert "# The file:// URL below names the file you gave: it works on this machine only." in text
+    assert "`sha256sum frob-2.3.tar.gz`" in text
+    assert 'install_args = ["DESTDIR={destdir}{prefix}/bin"]' in text  # system = "make"
+    assert load_recipe(str(recipes / "frob.toml")).source("2.3").sha256 == sha
+    # keg build --root finds the archive in that cache (the file is gone)
+    tarball.unlink()
+    capsys.readouterr()
+    build = ["keg", "build", "frob", "--recipes", str(recipes), "--root", str(root)]
+    try:
+        assert cli.main([*build, "--no-gc-root"]) == 0
+        path = capsys.readouterr().out.split()[0]
+        assert Path(f"{root}{path}/share/f").read_text() == "frob\n"
+    finally:
+        remove_store(str(root / "opt/undistro/store"))

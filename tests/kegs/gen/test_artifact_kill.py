@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from undistro.kegs.artifacts import generate_keypair, load_public_key, pack
+from undistro.kegs.artifacts import generate_keypair, install, load_public_key, pack
 
 MakeKeg = Callable[..., str]
 
@@ -51,12 +51,17 @@ def test_kill_9_during_installs_leaves_complete_kegs_or_none(
     os.mkdir(stores)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     argv = [sys.executable, "-c", LOOP, cache, stores, load_public_key(f"{key}.pub")]
+    # Kills spread over a few installs' time, measured here and now: on a
+    # loaded machine a fixed window may end before any install completes.
+    started = time.monotonic()
+    install("big", cache, os.path.join(base, "probe"), {load_public_key(f"{key}.pub")})
+    window = max(0.08, 3 * (time.monotonic() - started))
     rng = random.Random(99)
     for _ in range(25):
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE)
         try:
             assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-            time.sleep(rng.uniform(0, 0.08))
+            time.sleep(rng.uniform(0, window))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()

@@ -121,10 +121,17 @@ def test_gc_waits_for_whoever_is_adding_to_the_store(root: str, keg: MakeKeg) ->
     assert done.is_set() and not os.path.exists(fresh)
 
 
-def test_gc_clears_what_killed_installers_and_collectors_left(root: str, keg: MakeKeg) -> None:
+def test_gc_clears_what_killed_installers_builders_and_collectors_left(
+    root: str, keg: MakeKeg
+) -> None:
     kept = keg("hello", "1", {"bin/hello": "x"})
     store = store_of(root)
-    for stale in (".install-99999/half", ".gc-" + os.path.basename(kept) + "x/bin"):
+    stale_dirs = (
+        ".install-99999/half",
+        ".gc-" + os.path.basename(kept) + "x/bin",
+        ".staging-k1ll3d/opt/undistro/store/x-half-1/bin",
+    )
+    for stale in stale_dirs:
         os.makedirs(os.path.join(store, stale))
     profile_of(root).build_and_switch([kept])
     gc(root)

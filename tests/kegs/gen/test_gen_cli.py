@@ -10,7 +10,8 @@ import pytest
 
 from undistro.cli import main
 from undistro.commands import gen as gen_cmd
-from undistro.kegs import _closure, _generations, _signing
+from undistro.commands import kegs as kegs_cmd
+from undistro.kegs import _closure, _gcroots, _generations, _signing
 from undistro.kegs.generations import Profile
 
 MakeKeg = Callable[..., str]
@@ -24,6 +25,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def test_cli_constants_agree_with_the_library() -> None:
     assert gen_cmd.PROFILES == _generations.PROFILES
+    assert gen_cmd.GCROOTS == kegs_cmd.GCROOTS == _gcroots.GCROOTS
     assert gen_cmd.STORE == _closure.DEFAULT_STORE
     assert gen_cmd.TRUSTED_KEYS == _signing.TRUSTED_KEYS_DIR
 

@@ -28,8 +28,12 @@ from undistro.kegs.generations import Profile
 p = Profile(sys.argv[1], root=sys.argv[2])
 a, b = sys.argv[3].split(","), sys.argv[4].split(",")
 print("ready", flush=True)
+def only_current():  # so each build_and_switch builds, not switches to a twin
+    p.delete([n for n in p.numbers() if n != p.current_number()])
 while True:
+    only_current()
     p.build_and_switch(a)
+    only_current()
     p.build_and_switch(b)
     p.rollback()
     p.switch(max(p.numbers()))

@@ -51,6 +51,19 @@ def test_same_set_again_is_kept(root: str, keg: MakeKeg) -> None:
     assert p.numbers() == [1]
 
 
+def test_the_set_of_an_older_generation_switches_to_it(root: str, keg: MakeKeg) -> None:
+    h1 = keg("hello", "1.0", {"bin/hello": "hello one"})
+    h2 = keg("hello", "2.0", {"bin/hello": "hello two"})
+    p = profile_of(root)
+    assert p.build_and_switch([h1]) == 1
+    assert p.build_and_switch([h2]) == 2
+    assert p.rollback() == 1
+    assert p.build_and_switch([h2]) == 2  # not a third generation identical to 2
+    assert p.numbers() == [1, 2] and read(p, "bin/hello") == "hello two"
+    assert p.build_and_switch([h1]) == 1
+    assert p.numbers() == [1, 2] and p.current_number() == 1
+
+
 def test_shared_directories_merge_and_single_ones_collapse(root: str, keg: MakeKeg) -> None:
     a = keg("a", "1", {"bin/a": "a", "share/a/doc": "d"})
     b = keg("b", "1", {"bin/b": "b", "lib/libb.so": "l"})
