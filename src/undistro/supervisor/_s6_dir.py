@@ -32,6 +32,7 @@ import shlex
 import signal
 from dataclasses import asdict
 
+from undistro.supervisor._s6_status import DTALLY_ENTRY
 from undistro.supervisor._spec import ServiceSpec
 
 NOTIFICATION_FD = 3
@@ -43,7 +44,6 @@ _CRASHES = (
     "1-255,SIGHUP,SIGINT,SIGQUIT,SIGILL,SIGTRAP,SIGABRT,SIGBUS,SIGFPE,SIGKILL,"
     "SIGUSR1,SIGSEGV,SIGUSR2,SIGPIPE,SIGALRM,SIGTERM"
 )
-DTALLY_ENTRY = 14  # bytes per death in supervise/death_tally: TAI64N + exit code + signal
 
 
 def spec_digest(spec: ServiceSpec) -> str:
