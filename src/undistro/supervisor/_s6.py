@@ -199,11 +199,17 @@ class S6Backend:
 
         The command runs as the service runs (its user, environment and
         working directory, with ``MAINPID``) and writes to the service's log;
-        the backend waits for it and fails with its exit status.
+        the backend waits for it and fails with its exit status. A service in
+        BACKOFF needs none: s6 is about to start it on the current files.
         """
         svc = self._get(name)
         spec, raw = svc.spec, svc.raw
         if raw is None or not raw.up:
+            if svc.status is not None and svc.status.phase is Phase.BACKOFF:
+                # s6-supervise respawns it by itself and the new process reads
+                # what is on disk then: that start is the reload.
+                self._emit(svc, "reload: satisfied by the restart under way")
+                return svc.status
             phase = svc.status.phase.value if svc.status else "unknown"
             raise ApplyError(f"service {name!r} is not running ({phase})")
         if spec.reload_command:

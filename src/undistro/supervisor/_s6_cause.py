@@ -49,6 +49,8 @@ def event_cause(
         n = len(deaths)
         delay = delays[n - 1] if 0 < n <= len(delays) else spec.restart_delay_max
         return f"{raw.cause}; restart in {delay:.3g}s"
+    if phase is Phase.BACKOFF:
+        return "backoff over: s6 respawns it"  # D after ./finish, want up
     if phase is Phase.STOPPING and "d" in letters:
         return f"{raw.cause} (stopping)"
     if "U" in letters and raw.up:
