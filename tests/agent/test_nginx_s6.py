@@ -13,12 +13,10 @@ then any nginx left, by pid.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,22 +27,16 @@ from typing import Any
 import pytest
 
 from tests._services import alive, short_tmp
+from tests.agent._nginx import NGINX, free_port, http_get, nginx_conf, nginx_policy
 from tests.agent.conftest import AgentProc, run_cli, wait_until
 from undistro.supervisor._s6_status import read_status
 
-NGINX = "/usr/sbin/nginx"
 CONF = "/etc/web/nginx.conf"
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx not installed (.ci/apt/nginx.txt)"),
     pytest.mark.skipif(shutil.which("s6-svscan") is None, reason="s6 not installed"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -62,20 +54,7 @@ class Web:
         return f"{self.agent.state_dir}/services/s6/s6/web"
 
     def conf(self, body: str) -> str:
-        """An nginx.conf answering ``body`` on 127.0.0.1:PORT, everything under tmp."""
-        r = self.run
-        return (
-            "daemon off;\nworker_processes 1;\n"
-            f"pid {r}/nginx.pid;\nerror_log {r}/error.log notice;\n"
-            "events { worker_connections 64; }\n"
-            "http {\n"
-            f"  access_log off;\n  client_body_temp_path {r}/body;\n"
-            f"  proxy_temp_path {r}/proxy;\n  fastcgi_temp_path {r}/fastcgi;\n"
-            f"  uwsgi_temp_path {r}/uwsgi;\n  scgi_temp_path {r}/scgi;\n"
-            f"  server {{ listen 127.0.0.1:{self.port}; "
-            f'location / {{ return 200 "{body}\\n"; }} }}\n'
-            "}\n"
-        )
+        return nginx_conf(self.run, self.port, body)
 
     def policy(self, body: str, *, validate: bool = False, raw_conf: str | None = None) -> None:
         conf = raw_conf if raw_conf is not None else self.conf(body)
@@ -85,29 +64,14 @@ class Web:
             if validate
             else ""
         )
-        text = (
-            f'[[file]]\npath = "{CONF}"\ncontent = """{conf}"""\nmode = "0644"\n'
-            f'notify = ["service:web"]\n{check}\n'
-            f'[[service]]\nname = "web"\nbackend = "s6"\n'
-            f'command = ["{NGINX}", "-e", "{self.run}/error.log", "-c", "{real}"]\n'
-            'on_notify = "reload"\nrestart_delay = 0.1\n'
-            f'requires = ["file:{CONF}"]\n'
-        )
+        text = nginx_policy(CONF, real, self.run, conf, "s6", check)
         target = self.agent.policy / "policy" / "main.toml"
         tmp = target.with_suffix(".tmp")
         tmp.write_text(text)
         os.rename(tmp, target)
 
     def get(self) -> str | None:
-        """The body nginx answers now, or None if nothing answers."""
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            conn.request("GET", "/")
-            body = conn.getresponse().read().decode()
-            conn.close()
-            return body.strip()
-        except OSError:
-            return None
+        return http_get(self.port)
 
     def up_pid(self) -> int:
         raw = read_status(self.svc)
