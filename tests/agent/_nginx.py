@@ -48,15 +48,22 @@ def http_get(port: int, timeout: float = 2) -> str | None:
 
 
 def nginx_policy(
-    conf_path: str, real_conf: Path, run: Path, conf: str, backend: str, file_extra: str = ""
+    conf_path: str,
+    real_conf: Path,
+    run: Path,
+    conf: str,
+    backend: str,
+    file_extra: str = "",
+    service_extra: str = "",
 ) -> str:
     """A policy: nginx's config at ``conf_path`` (``real_conf`` under the root)
-    notifies a reload of service ``web`` on ``backend``, which requires it."""
+    notifies a reload of service ``web`` on ``backend``, which requires it.
+    ``file_extra``/``service_extra``: more TOML lines for either table."""
     return (
         f'[[file]]\npath = "{conf_path}"\ncontent = """{conf}"""\nmode = "0644"\n'
         f'notify = ["service:web"]\n{file_extra}\n'
         f'[[service]]\nname = "web"\nbackend = "{backend}"\n'
         f'command = ["{NGINX}", "-e", "{run}/error.log", "-c", "{real_conf}"]\n'
         'on_notify = "reload"\nrestart_delay = 0.1\n'
-        f'requires = ["file:{conf_path}"]\n'
+        f'requires = ["file:{conf_path}"]\n{service_extra}'
     )

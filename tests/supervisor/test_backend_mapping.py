@@ -27,7 +27,12 @@ def test_s6_dir_files_follow_the_spec() -> None:
     assert files["timeout-kill"][0] == "2500\n"
     assert files["down-signal"][0] == "15\n"
     assert files["run"][0].endswith("exec httpd -f\n") and files["run"][1] == 0o755
-    assert "down" in files and "notification-fd" not in render(SPEC, "/l")
+    assert "down" in files
+    # readiness = none: ./run says ready at the exec (s6 2.11's respawn throttle)
+    plain = render(SPEC, "/l")
+    assert plain["notification-fd"][0] == "3\n"
+    assert "echo >&3; exec 3>&-\nexec httpd -f\n" in plain["run"][0]
+    assert "notification-fd" not in render(ServiceSpec("x", ("x",), readiness="exit"), "/l")
     assert "exit 125" in render(SPEC, "/l")["finish"][0]  # on-failure: a clean exit is final
     assert (
         "s6-permafailon" not in render(ServiceSpec("x", ("x",), restart="never"), "/l")["finish"][0]

@@ -371,7 +371,7 @@ class S6Backend:
             changed = True
         for rel, (content, mode) in files.items():
             write_if_changed(os.path.join(path, rel), content, mode)
-        if spec.readiness != "notify":
+        if spec.readiness == "exit":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(path, "notification-fd"))
 
