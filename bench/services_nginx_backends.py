@@ -140,14 +140,14 @@ def systemd_master(box: Container) -> Callable[[], int]:
         try:
             with open(procs) as f:
                 pids = f.read().split()
-        except FileNotFoundError:
+        except OSError:  # gone, or going (ENODEV) between two runs of the unit
             return 0
         for pid in pids:
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     if f.read().startswith(b"nginx: master"):
                         return int(pid)
-            except FileNotFoundError:
+            except OSError:
                 pass
         return 0
 

@@ -400,6 +400,10 @@ def test_reload_command_runs_as_the_service_and_logs_to_its_log(tmp_path: Path) 
             await backend.start(failing)  # a changed spec: restarted, new pid
             with pytest.raises(ApplyError, match="'rl': reload command exited 3"):
                 await backend.reload("rl")
+            missing = dataclasses.replace(spec, reload_command=("/nonexistent/reload",))
+            await backend.start(missing)
+            with pytest.raises(ApplyError, match="'rl': cannot run '/nonexistent/reload'"):
+                await backend.reload("rl")
             await backend.stop("rl")
             with pytest.raises(ApplyError, match="'rl' is not running"):
                 await backend.reload("rl")
