@@ -400,6 +400,16 @@ def test_reload_command_runs_as_the_service_and_logs_to_its_log(tmp_path: Path) 
             await backend.start(failing)  # a changed spec: restarted, new pid
             with pytest.raises(ApplyError, match="'rl': reload command exited 3"):
                 await backend.reload("rl")
+            hangs = dataclasses.replace(spec, reload_command=("sleep", "1000"))
+            await backend.start(hangs)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(backend.reload("rl"), 0.5)  # as the engine's timeout
+            # the hung command was killed and reaped: no such child, not even a zombie
+            children = Path(f"/proc/self/task/{os.getpid()}/children").read_text().split()
+            assert all(
+                alive(int(c)) and Path(f"/proc/{c}/cmdline").read_bytes() != b"sleep\x001000\x00"
+                for c in children
+            ), children
             missing = dataclasses.replace(spec, reload_command=("/nonexistent/reload",))
             await backend.start(missing)
             with pytest.raises(ApplyError, match="'rl': cannot run '/nonexistent/reload'"):

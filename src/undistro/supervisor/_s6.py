@@ -253,8 +253,14 @@ class S6Backend:
         loop.add_reader(pidfd, _settle, done)
         try:
             await done
-        finally:
+        except BaseException:
+            # Cancelled (the engine's timeout): leave neither a process nor a zombie.
             loop.remove_reader(pidfd)
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            reap(pidfd, popen)
+            raise
+        loop.remove_reader(pidfd)
         return describe(reap(pidfd, popen))
 
     @staticmethod
