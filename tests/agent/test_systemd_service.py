@@ -194,3 +194,28 @@ def test_oneshot_apply_starts_then_keeps_a_systemd_service(world: World) -> None
     row = world.services()["services"]["app"]
     assert row["backend"] == "systemd" and row["phase"] == "unknown"  # no agent: no bus read
     assert str(pid)
+
+
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("garbage", "not a D-Bus address: 'garbage'"),
+        ("tcp:host=localhost,port=1", "cannot use D-Bus address 'tcp:host=localhost,port=1'"),
+        ("unix:path=/nonexistent/bus", "cannot connect to D-Bus at unix:path=/nonexistent/bus"),
+    ],
+)
+def test_a_bad_systemd_bus_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, address: str, says: str
+) -> None:
+    policy, root = tmp_path / "policy", tmp_path / "root"
+    root.mkdir()
+    (policy / "policy").mkdir(parents=True)
+    (policy / "undistro.toml").write_text('name = "bad-bus"\n')
+    (policy / "policy" / "main.toml").write_text(
+        '[[service]]\nname = "app"\nbackend = "systemd"\ncommand = ["sleep", "1000"]\n'
+    )
+    monkeypatch.setenv("UNDISTRO_SYSTEMD_BUS", address)
+    result = run_cli("apply", str(policy), "--root", str(root))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert says in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert not (root / "etc").exists()  # no unit written for a bus that is not there

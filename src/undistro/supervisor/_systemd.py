@@ -178,8 +178,19 @@ class SystemdBackend:
 
     @classmethod
     async def connect(cls, address: str, unit_dir: str = "/etc/systemd/system") -> SystemdBackend:
-        """Open the bus, subscribe to systemd's signals, return the backend."""
-        bus = await DBusConnection.open(address)
+        """Open the bus, subscribe to systemd's signals, return the backend.
+
+        Raises ApplyError for an address that is not one, or a bus that does
+        not answer."""
+        try:
+            bus = await DBusConnection.open(address)
+        except ValueError:
+            raise ApplyError(
+                f"not a D-Bus address: {address!r} (e.g. unix:path=/run/dbus/system_bus_socket;"
+                " UNDISTRO_SYSTEMD_BUS names the systemd bus)"
+            ) from None
+        except RuntimeError as exc:  # jeepney: a transport it does not speak (tcp:, ...)
+            raise ApplyError(f"cannot use D-Bus address {address!r}: {exc}") from None
         backend = cls(bus, unit_dir)
         await bus.on_signal(
             backend._on_job_removed, sender=SYSTEMD, interface=MANAGER, member="JobRemoved"
