@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 import undistro.supervisor as supervisor
+from undistro.errors import ValidationError
 from undistro.supervisor import Phase, ServiceSpec
 from undistro.supervisor._s6 import phase_of as s6_phase
 from undistro.supervisor._s6_cause import event_cause
@@ -177,6 +178,9 @@ def test_unit_file_quotes_and_maps() -> None:
         )
     )
     assert unit_name("web") == "undistro-web.service"
+    assert len(unit_name("a" * 238)) == 255
+    with pytest.raises(ValidationError, match="239 characters: at most 238"):
+        unit_name("a" * 239)
     assert 'ExecStart="sh" "-c" "echo \\"$$HOME\\" 100%%"' in unit
     assert 'Environment="A=x y$"' in unit
     assert "Type=notify" in unit and "NotifyAccess=all" in unit and "Restart=no" in unit
