@@ -60,7 +60,7 @@ class Web:
         conf = raw_conf if raw_conf is not None else self.conf(body)
         real = self.agent.path(CONF)
         check = (
-            f'validate = ["{NGINX}", "-t", "-q", "-e", "{self.run}/check.log", "-c", "{{path}}"]\n'
+            f'validate = ["{NGINX}", "-t", "-q", "-e", "/dev/stderr", "-c", "{{path}}"]\n'
             if validate
             else ""
         )
