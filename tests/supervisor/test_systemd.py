@@ -162,6 +162,24 @@ def test_reload_runs_through_systemd(container: Container) -> None:
     run(scenario)
 
 
+def test_reload_during_backoff_is_satisfied_by_the_restart(container: Container) -> None:
+    """systemd restarts the service on the files as they are then: a reload
+    owed meanwhile is not a failure (nginx killed while its config is repaired)."""
+
+    async def scenario() -> None:
+        async with systemd(container) as (backend, events):
+            await backend.start(ServiceSpec("later", ("sleep", "1000"), restart_delay=3))
+            for pid in cgroup_pids(container, "later"):
+                os.kill(pid, signal.SIGKILL)
+            await until(lambda: backend.status("later").phase is Phase.BACKOFF)
+            status = await backend.reload("later")
+            assert status.phase is Phase.BACKOFF
+            assert events[-1].cause == "reload: satisfied by the restart under way"
+            await until(lambda: backend.status("later").phase is Phase.RUNNING)
+
+    run(scenario)
+
+
 def test_oneshot_is_ready_after_a_clean_exit(container: Container) -> None:
     async def scenario() -> None:
         async with systemd(container) as (backend, _):

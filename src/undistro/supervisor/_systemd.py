@@ -236,6 +236,14 @@ class SystemdBackend:
         unit = self._get(name)
         if not (unit.spec.reload_command or unit.spec.reload_signal):
             raise ApplyError(f"service {name}: no reload_signal or reload_command")
+        status = self._current(unit)
+        if status.phase is Phase.BACKOFF:
+            # systemd refuses the job ("invalid") and restarts the service on the
+            # files as they are then: that start is the reload.
+            event = ServiceEvent(status, "reload: satisfied by the restart under way")
+            for sink in self._sinks:
+                sink(event)
+            return status
         return await self._job(unit, "ReloadUnit")
 
     async def close(self) -> None:
