@@ -29,6 +29,7 @@ import pytest
 from tests._services import alive, short_tmp
 from tests.agent._nginx import NGINX, free_port, http_get, nginx_conf, nginx_policy
 from tests.agent.conftest import AgentProc, run_cli, wait_until
+from tests.agent.test_idle import ALLOWED, _settled, _syscalls
 from undistro.supervisor._s6_status import read_status
 
 CONF = "/etc/web/nginx.conf"
@@ -239,3 +240,31 @@ def test_tamper_and_kill_9_at_once_comes_back_on_the_promised_config(web: Web) -
     assert web.get() == "v1"
     status = web.promise("service:web")
     assert status.get("state") != "failed", (status, web.agent.log())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed (.ci/apt)")
+def test_idle_agent_with_nginx_under_s6_makes_no_syscalls(web: Web) -> None:
+    web.policy("v1")
+    web.agent.start()
+    _serving(web, "v1")
+    _settled(web.agent)
+    strace = subprocess.Popen(
+        ["strace", "-c", "-f", "-p", str(web.agent.pid)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(10)
+        strace.send_signal(signal.SIGINT)
+        _, summary = strace.communicate(timeout=20)
+    finally:
+        if strace.poll() is None:
+            strace.kill()
+            strace.wait()
+    assert "attached" in summary, summary
+    extra = {name: n for name, n in _syscalls(summary).items() if name not in ALLOWED}
+    assert extra == {}, summary
+    # Still listening after being watched: a crash is seen and nginx comes back.
+    master = web.master()
+    os.kill(master, signal.SIGKILL)
+    wait_until(lambda: web.up_pid() not in (0, master), 10, "a new master")
+    _serving(web, "v1")
