@@ -35,18 +35,30 @@ class Container:
 
 def why_not() -> str | None:
     """Why nspawn cannot boot here, or None if it should."""
-    if os.geteuid() != 0:
-        return "systemd-nspawn needs root"
     if shutil.which("systemd-nspawn") is None:
-        return "systemd-nspawn is not installed (Debian systemd-container)"
+        return "systemd-nspawn not installed (Debian systemd-container)"
     if not os.path.exists("/lib/systemd/systemd"):
-        return "no systemd binary to boot"
+        return "systemd not installed (no /lib/systemd/systemd to boot)"
+    if os.geteuid() != 0:
+        return "machine limit: systemd-nspawn needs root"
     return None
 
 
-def boot(name: str, log: str, timeout: float = 30.0) -> Container:
-    """Boot and wait until the container's bus socket answers; raise RuntimeError if not."""
+def boot(
+    name: str, log: str, timeout: float = 30.0, binds: tuple[tuple[str, str], ...] = ()
+) -> Container:
+    """Boot and wait until the container's bus socket answers; raise RuntimeError if not.
+
+    ``binds``: (host path, container path) pairs mounted read-write, e.g. a
+    test's ``--root`` at the same path, so paths mean the same on both sides.
+    """
     env = {**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+    # The container's /etc starts empty, so systemd's first boot presets every
+    # unit the host has installed: serf, apt and man-db timers, ... would run
+    # (and crash-loop) in it, costing CPU and sending job signals to the tests.
+    preset = os.path.join(os.path.dirname(log), "00-undistro-test.preset")
+    with open(preset, "w") as f:
+        f.write("disable *\n")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
@@ -60,7 +72,12 @@ def boot(name: str, log: str, timeout: float = 30.0) -> Container:
                 "--keep-unit",
                 "-M",
                 name,
+                f"--bind-ro={preset}:/etc/systemd/system-preset/00-undistro-test.preset",
+                *(f"--bind={host}:{inside}" for host, inside in binds),
                 "systemd.firstboot=off",
+                # static, so no preset stops it; in these containers it re-arms
+                # some 20 times a second
+                "systemd.mask=systemd-tmpfiles-clean.timer",
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,

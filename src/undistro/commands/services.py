@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Any
 
 from undistro.commands._session import add_root_options, open_session
@@ -157,7 +156,7 @@ def services_on_disk(state_dir: str) -> dict[str, Any]:
 
 
 def _s6_on_disk(path: str, readiness: str) -> dict[str, Any]:
-    from undistro.supervisor._s6_status import read_status
+    from undistro.supervisor._s6_status import read_status, seconds_since
 
     raw = read_status(path)
     if raw is None:
@@ -166,9 +165,9 @@ def _s6_on_disk(path: str, readiness: str) -> dict[str, Any]:
         "backend": "s6",
         "phase": "running" if raw.up else "stopped",
         "pid": raw.pid or None,
-        "uptime": round(time.time() - raw.stamp, 3) if raw.up else None,
+        "uptime": round(seconds_since(raw.stamp), 3) if raw.up else None,
         "restarts": None,
-        "ready": raw.ready if raw.up else False,
+        "ready": raw.is_ready(readiness),
         "readiness": readiness,
     }
 
@@ -258,6 +257,8 @@ def _follow(f: Any, path: str) -> None:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 0:
+        return "?"  # a clock set back since the stamp: unknown, not negative
     s = int(seconds)
     if s >= 86400:
         return f"{s // 86400}d{s % 86400 // 3600:02d}h"

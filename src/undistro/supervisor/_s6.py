@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import os
 import signal
@@ -26,8 +27,11 @@ from undistro.errors import ApplyError, ValidationError
 from undistro.events._s6_fifodir import FifodirListener
 from undistro.supervisor._files import write_if_changed
 from undistro.supervisor._policy import validate_spec
-from undistro.supervisor._s6_dir import DTALLY_ENTRY, SPEC_FILE, render, spec_digest
-from undistro.supervisor._s6_status import S6Status, read_status
+from undistro.supervisor._s6_cause import event_cause
+from undistro.supervisor._s6_dir import SPEC_FILE, render, spec_digest
+from undistro.supervisor._s6_status import DTALLY_ENTRY, S6Status, death_stamps, read_status
+from undistro.supervisor._service import describe, reap
+from undistro.supervisor._spawn import child_environment, resolve_identity, spawn
 from undistro.supervisor._spec import EventSink, Phase, ServiceEvent, ServiceSpec, ServiceStatus
 
 # Signals s6-supervise 2.11 relays by letter; others go straight to the pid.
@@ -191,21 +195,96 @@ class S6Backend:
         return await self.start(spec)
 
     async def reload(self, name: str) -> ServiceStatus:
+        """Run the reload command, or send the reload signal, as the builtin backend does.
+
+        The command runs as the service runs (its user, environment and
+        working directory, with ``MAINPID``) and writes to the service's log;
+        the backend waits for it and fails with its exit status. A service in
+        BACKOFF needs none: s6 is about to start it on the current files.
+        """
         svc = self._get(name)
-        spec = svc.spec
+        spec, raw = svc.spec, svc.raw
+        if raw is None or not raw.up:
+            if svc.status is not None and svc.status.phase is Phase.BACKOFF:
+                # s6-supervise respawns it by itself and the new process reads
+                # what is on disk then: that start is the reload.
+                self._emit(svc, "reload: satisfied by the restart under way")
+                return svc.status
+            phase = svc.status.phase.value if svc.status else "unknown"
+            raise ApplyError(f"service {name!r} is not running ({phase})")
         if spec.reload_command:
-            proc = await asyncio.create_subprocess_exec(*spec.reload_command, cwd=svc.path)
-            if await proc.wait() != 0:
-                raise ApplyError(f"service {name}: reload command exited {proc.returncode}")
+            code, cause = await self._run_helper(svc, raw.pid, spec.reload_command)
+            if code not in (0, None):
+                raise ApplyError(f"service {name!r}: reload command {cause}")
+            self._emit(svc, f"reloaded (command {cause})")
         elif spec.reload_signal:
             letter = _SIGNAL_LETTERS.get(spec.reload_signal)
             if letter:
                 self._write_control(svc, letter)
-            elif svc.raw and svc.raw.up:
-                os.kill(svc.raw.pid, signal.Signals[spec.reload_signal])
+            else:
+                os.kill(raw.pid, signal.Signals[spec.reload_signal])
+            self._emit(svc, f"reloaded ({spec.reload_signal})")
         else:
             raise ApplyError(f"service {name}: no reload_signal or reload_command")
         return self._current(svc)
+
+    async def _run_helper(
+        self, svc: _Service, mainpid: int, argv: tuple[str, ...]
+    ) -> tuple[int | None, str]:
+        """Run ``argv`` as the service runs, output into its log; (exit status, cause)."""
+        spec = svc.spec
+        if spec.working_directory is None:  # ./run starts in the service directory
+            spec = dataclasses.replace(spec, working_directory=svc.path)
+        identity = resolve_identity(spec)
+        env = child_environment(spec, identity, {"MAINPID": str(mainpid)})
+        out = self._log_pipe(svc, mainpid)
+        try:
+            # In the caller's process group: a builtin backend in this process
+            # reaps orphans outside it, and would steal this exit status.
+            popen = spawn(argv, spec, identity, env, out, new_session=False)
+        except OSError as exc:
+            raise ApplyError(f"service {spec.name!r}: cannot run {argv[0]!r}: {exc}") from exc
+        finally:
+            if out != 2:
+                os.close(out)
+        loop = asyncio.get_running_loop()
+        pidfd = os.pidfd_open(popen.pid)
+        done: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(pidfd, _settle, done)
+        try:
+            await done
+        except BaseException:
+            # Cancelled (the engine's timeout): leave neither a process nor a zombie.
+            loop.remove_reader(pidfd)
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            reap(pidfd, popen)
+            raise
+        loop.remove_reader(pidfd)
+        return describe(reap(pidfd, popen))
+
+    @staticmethod
+    def _log_pipe(svc: _Service, mainpid: int) -> int:
+        """A write end of the pipe into the service's s6-log.
+
+        s6-svscan gives s6-supervise that pipe as its stdout, and ./run
+        inherits it; s6-supervise never changes it (the service may), so it
+        is opened through ``/proc/<s6-supervise>/fd/1`` — s6-supervise being
+        the parent of the main pid, checked by name and directory. Falls back
+        to the agent's stderr where it cannot be found.
+        """
+        try:
+            with open(f"/proc/{mainpid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{ppid}/comm") as f:
+                ours = f.read().strip() == "s6-supervise"
+            if ours and os.readlink(f"/proc/{ppid}/cwd") == os.path.realpath(svc.path):
+                fd = os.open(f"/proc/{ppid}/fd/1", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                os.set_blocking(fd, True)
+                return fd
+        except (OSError, ValueError, IndexError):
+            pass
+        return 2
 
     async def close(self) -> None:
         """Stop listening; s6-svscan, the supervisors and the services keep running."""
@@ -298,7 +377,7 @@ class S6Backend:
             changed = True
         for rel, (content, mode) in files.items():
             write_if_changed(os.path.join(path, rel), content, mode)
-        if spec.readiness != "notify":
+        if spec.readiness == "exit":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(path, "notification-fd"))
 
@@ -420,9 +499,8 @@ class S6Backend:
         letters = data.decode("ascii", "replace")
         svc.raw = read_status(svc.path)
         status = self._refresh(svc)
-        event = ServiceEvent(status, f"s6: {letters}" + self._detail(svc, letters))
-        for sink in self._sinks:
-            sink(event)
+        deaths = death_stamps(svc.path) if any(c in letters for c in "dDO") else []
+        self._emit(svc, event_cause(letters, svc.raw, svc.spec, status.phase, deaths))
         for waiter in list(svc.waiters):
             waiter.seen += letters
             if waiter.future.done() or waiter.until(status, waiter.seen):
@@ -430,11 +508,10 @@ class S6Backend:
                 if not waiter.future.done():
                     waiter.future.set_result(status)
 
-    @staticmethod
-    def _detail(svc: _Service, letters: str) -> str:
-        if svc.raw is not None and ("d" in letters or "D" in letters):
-            return f" ({svc.raw.cause})"
-        return ""
+    def _emit(self, svc: _Service, cause: str) -> None:
+        event = ServiceEvent(self._current(svc), cause)
+        for sink in self._sinks:
+            sink(event)
 
     def _current(self, svc: _Service) -> ServiceStatus:
         assert svc.status is not None
@@ -460,7 +537,13 @@ class S6Backend:
             deaths = os.stat(os.path.join(svc.path, "supervise", "death_tally")).st_size
             restarts = deaths // DTALLY_ENTRY
         old = svc.status
-        since = old.since if old is not None and old.phase is phase else time.time()
+        now = time.time()
+        if raw is not None and raw.stamp:
+            # s6's own stamp of the last up/down: a service adopted by a new agent
+            # keeps its true uptime. Never in the future (a clock set back).
+            since = min(raw.stamp, now)
+        else:
+            since = old.since if old is not None and old.phase is phase else now
         status = ServiceStatus(
             name=svc.spec.name,
             phase=phase,

@@ -12,7 +12,9 @@ while the agent is down:
                       event ``O``) for a clean exit under on-failure, or
                       through ``s6-permafailon`` once the crash-loop limit is
                       hit; otherwise sleeps the backoff before s6 respawns.
-``notification-fd``   readiness = notify: the service writes a newline to fd 3.
+``notification-fd``   readiness = notify: the service writes a newline to fd 3;
+                      readiness = none: ``run`` writes it just before the
+                      exec (and closes fd 3), see :func:`render_run`.
 ``timeout-kill``      stop timeout; then SIGKILL to the process, and
                       ``finish`` kills the rest of its group (s6 after
                       2.13.2 does that itself with ``flag-timeout-killpg``).
@@ -32,6 +34,7 @@ import shlex
 import signal
 from dataclasses import asdict
 
+from undistro.supervisor._s6_status import DTALLY_ENTRY
 from undistro.supervisor._spec import ServiceSpec
 
 NOTIFICATION_FD = 3
@@ -43,7 +46,6 @@ _CRASHES = (
     "1-255,SIGHUP,SIGINT,SIGQUIT,SIGILL,SIGTRAP,SIGABRT,SIGBUS,SIGFPE,SIGKILL,"
     "SIGUSR1,SIGSEGV,SIGUSR2,SIGPIPE,SIGALRM,SIGTERM"
 )
-DTALLY_ENTRY = 14  # bytes per death in supervise/death_tally: TAI64N + exit code + signal
 
 
 def spec_digest(spec: ServiceSpec) -> str:
@@ -67,10 +69,16 @@ def _identity(spec: ServiceSpec) -> list[str]:
 
 
 def render_run(spec: ServiceSpec) -> str:
+    """``./run``. For readiness = none it reports ready itself at the exec:
+    s6-supervise 2.11 throttles a respawn to one second after the last
+    readiness, or — with no notification fd at all — to one second after
+    the death, which would make every crash restart cost over a second."""
     lines = ["#!/bin/sh", "exec 2>&1", f"echo $$ > {PGID_FILE}"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(spec.environment.items())]
     if spec.working_directory:
         lines.append(f"cd {shlex.quote(spec.working_directory)} || exit 111")
+    if spec.readiness == "none":
+        lines.append(f"echo >&{NOTIFICATION_FD}; exec {NOTIFICATION_FD}>&-")
     lines.append("exec " + _sh([*_identity(spec), *spec.argv]))
     return "\n".join(lines) + "\n"
 
@@ -138,6 +146,6 @@ def render(spec: ServiceSpec, logdir: str) -> dict[str, tuple[str, int]]:
         "log/run": (render_log_run(spec, logdir), 0o755),
         SPEC_FILE: (spec_digest(spec) + "\n", 0o644),
     }
-    if spec.readiness == "notify":
+    if spec.readiness in ("notify", "none"):
         files["notification-fd"] = (f"{NOTIFICATION_FD}\n", 0o644)
     return files

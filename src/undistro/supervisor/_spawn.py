@@ -93,8 +93,14 @@ def spawn(
     identity: Identity,
     env: Mapping[str, str],
     output_fd: int,
+    *,
+    new_session: bool = True,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session (its own process group), output on ``output_fd``.
+
+    ``new_session=False`` keeps it in the caller's process group, where the
+    builtin backend's orphan reaper leaves it to the caller to reap (a helper
+    command another backend runs in the same process).
 
     Raises OSError (the executable or working directory is missing, …)
     exactly as exec reported it.
@@ -109,7 +115,7 @@ def spawn(
         user=identity.uid,
         group=identity.gid,
         extra_groups=identity.groups,
-        start_new_session=True,
+        start_new_session=new_session,
         close_fds=True,
         restore_signals=True,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ _WATCHED = (
     "ExecMainStatus",
     "StatusText",
 )
-_CLD_EXITED = 1
+_CLD_EXITED, _CLD_KILLED, _CLD_DUMPED = 1, 2, 3  # ExecMainCode: siginfo's si_code
 
 
 def phase_of(props: dict[str, Any], spec: ServiceSpec, previous: Phase, want_up: bool) -> Phase:
@@ -76,6 +77,45 @@ def phase_of(props: dict[str, Any], spec: ServiceSpec, previous: Phase, want_up:
     if want_up and previous is Phase.BACKOFF:
         return Phase.BACKOFF  # the restart job's stop half; its start half follows
     return Phase.STOPPED
+
+
+def exit_words(props: dict[str, Any]) -> str:
+    """The main process's last end, in the builtin backend's words (pure)."""
+    code, status = props.get("ExecMainCode", 0), props.get("ExecMainStatus", 0)
+    if code == _CLD_EXITED:
+        return f"exited {status}"
+    if code in (_CLD_KILLED, _CLD_DUMPED) and status:
+        try:
+            return f"signal {signal.Signals(status).name}"
+        except ValueError:
+            return f"signal {status}"
+    return str(props.get("Result", "unknown"))
+
+
+def cause_of(props: dict[str, Any], spec: ServiceSpec, phase: Phase, before: Phase) -> str:
+    """What a state change means, as an operator reads it in the journal (pure).
+
+    Example: a unit refused by its start limit after crashes gives
+    ``crash loop: 3 failures within 60s, last exited 3``.
+    """
+    result = props.get("Result", "success")
+    if phase is Phase.FAILED:
+        if before is Phase.BACKOFF or result == "start-limit-hit":
+            return (
+                f"crash loop: {max(spec.crash_loop_limit, 1)} failures within "
+                f"{spec.crash_loop_window:g}s, last {exit_words(props)}"
+            )
+        return f"{exit_words(props)} (restart = {spec.restart})"
+    if phase is Phase.BACKOFF:
+        return f"{exit_words(props)}; restart in {spec.restart_delay:.3g}s"
+    pid = props.get("MainPID") or None
+    if phase is Phase.RUNNING:
+        return "ready" if before is Phase.STARTING else f"running, pid {pid}"
+    if phase is Phase.STARTING:
+        return f"spawned, pid {pid}" if pid else "starting"
+    if phase is Phase.STOPPED and props.get("SubState") == "exited":
+        return f"{exit_words(props)} (done)"
+    return str(phase.value)
 
 
 @dataclass
@@ -138,8 +178,19 @@ class SystemdBackend:
 
     @classmethod
     async def connect(cls, address: str, unit_dir: str = "/etc/systemd/system") -> SystemdBackend:
-        """Open the bus, subscribe to systemd's signals, return the backend."""
-        bus = await DBusConnection.open(address)
+        """Open the bus, subscribe to systemd's signals, return the backend.
+
+        Raises ApplyError for an address that is not one, or a bus that does
+        not answer."""
+        try:
+            bus = await DBusConnection.open(address)
+        except ValueError:
+            raise ApplyError(
+                f"not a D-Bus address: {address!r} (e.g. unix:path=/run/dbus/system_bus_socket;"
+                " UNDISTRO_SYSTEMD_BUS names the systemd bus)"
+            ) from None
+        except RuntimeError as exc:  # jeepney: a transport it does not speak (tcp:, ...)
+            raise ApplyError(f"cannot use D-Bus address {address!r}: {exc}") from None
         backend = cls(bus, unit_dir)
         await bus.on_signal(
             backend._on_job_removed, sender=SYSTEMD, interface=MANAGER, member="JobRemoved"
@@ -185,6 +236,14 @@ class SystemdBackend:
         unit = self._get(name)
         if not (unit.spec.reload_command or unit.spec.reload_signal):
             raise ApplyError(f"service {name}: no reload_signal or reload_command")
+        status = self._current(unit)
+        if status.phase is Phase.BACKOFF:
+            # systemd refuses the job ("invalid") and restarts the service on the
+            # files as they are then: that start is the reload.
+            event = ServiceEvent(status, "reload: satisfied by the restart under way")
+            for sink in self._sinks:
+                sink(event)
+            return status
         return await self._job(unit, "ReloadUnit")
 
     async def close(self) -> None:
@@ -240,7 +299,7 @@ class SystemdBackend:
             )
             await self._read_properties(unit)
             unit.want_up = unit.props.get("ActiveState") in ("active", "activating", "reloading")
-            self._update(unit, "attach")
+            self._update(unit, "attached")
         unit.spec = spec
         return unit, changed
 
@@ -260,7 +319,7 @@ class SystemdBackend:
         finally:
             waits.remove(wait)
         await self._read_properties(unit)
-        status = self._update(unit, f"systemd: {method} {result}")
+        status = self._update(unit, None if result == "done" else f"{method} {result}")
         if result not in ("done", "skipped") and status.phase is not Phase.FAILED:
             raise ApplyError(f"service {unit.spec.name}: {method} job {result}")
         return status
@@ -313,8 +372,7 @@ class SystemdBackend:
 
     def _flush(self, unit: _Unit) -> None:
         unit.flush_pending = False
-        props = unit.props
-        self._update(unit, f"systemd: {props.get('ActiveState')}/{props.get('SubState')}")
+        self._update(unit, None)
 
     def _current(self, unit: _Unit) -> ServiceStatus:
         assert unit.status is not None
@@ -328,10 +386,15 @@ class SystemdBackend:
         unit.phase = phase_of(unit.props, unit.spec, unit.before, unit.want_up)
         return unit.phase
 
-    def _update(self, unit: _Unit, cause: str) -> ServiceStatus:
+    def _update(self, unit: _Unit, job: str | None) -> ServiceStatus:
+        """Recompute the status; an event if it changed, its cause said in words
+        (``job``: a job that did not end ``done``, said first)."""
         props = unit.props
         old = unit.status
         phase = self._advance(unit)
+        cause = cause_of(props, unit.spec, phase, unit.before)
+        if job is not None:
+            cause = f"{job}: {cause}"
         exit_status = None
         if phase is not Phase.RUNNING and props.get("ExecMainCode") == _CLD_EXITED:
             exit_status = props.get("ExecMainStatus")

@@ -24,6 +24,7 @@ _RESTART = {"always": "always", "on-failure": "on-failure", "never": "no"}
 
 
 _UNIT_CHARS = re.compile(r"[A-Za-z0-9:_.@-]+")
+_UNIT_NAME_MAX = 255  # systemd's UNIT_NAME_MAX (256) less the NUL
 
 
 def unit_name(service: str) -> str:
@@ -35,7 +36,13 @@ def unit_name(service: str) -> str:
         raise ValidationError(
             "name", f"{service!r}: systemd unit names allow only A-Z a-z 0-9 :_.@-"
         )
-    return f"{PREFIX}{service}.service"
+    unit = f"{PREFIX}{service}.service"
+    if len(unit) > _UNIT_NAME_MAX:
+        most = _UNIT_NAME_MAX - len(unit) + len(service)
+        raise ValidationError(
+            "name", f"{len(service)} characters: at most {most} under systemd (unit names ≤ 255)"
+        )
+    return unit
 
 
 def quote(word: str, *, command: bool = True) -> str:
