@@ -259,6 +259,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--quiet", "-q", action="store_true", help="print only the summary line")
     p.add_argument("--no-diff", action="store_true", help="do not show file diffs")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="fail at once if another run holds the state's run lock (default: wait)",
+    )
     add_root_options(p)
     p.set_defaults(func=cmd_pull)
 
