@@ -240,7 +240,11 @@ class FleetMember:
         if event.kind == "user":
             self._rearm_quiet()  # the fleet is talking: no need to check on our own
         if event.kind == "member-failed":
+            # A member that dies right after announcing may have taken the
+            # announcement with it (Serf sends at its next gossip tick), and
+            # one that is gone may come back with news: catch up once now.
             self._lost.update(m.name for m in event.members)
+            self._catch_up()
             return
         if event.kind == "member-join":
             back = self._lost & {m.name for m in event.members}
@@ -248,9 +252,7 @@ class FleetMember:
                 # A partition healed: whatever was announced meanwhile did
                 # not reach one side. One catch-up, however many come back.
                 self._lost -= back
-                if not self._catching_up:
-                    self._catching_up = True
-                    self._spawn_pull(None)
+                self._catch_up()
             return
         if event.kind == "user" and event.name == REVISION_EVENT:
             self._counts["announcements"] += 1
@@ -263,6 +265,12 @@ class FleetMember:
             self._counts["queries"] += 1
             with contextlib.suppress(SerfError):
                 await client.respond(event.query_id, self._status_payload())
+
+    def _catch_up(self) -> None:
+        """One pull from the sources, however many events ask for it at once."""
+        if not self._catching_up:
+            self._catching_up = True
+            self._spawn_pull(None)
 
     def _spawn_pull(self, announcement: bytes | None) -> None:
         task = asyncio.get_running_loop().create_task(self._revision(announcement))
