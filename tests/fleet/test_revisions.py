@@ -370,3 +370,17 @@ def test_a_source_serving_a_tampered_bundle_is_passed_over(
     assert (node / "etc/motd").read_text() == "genuine\n"
     log = cli("log", "--root", node, "--resource", "fleet:revision")[1]
     assert f"source {liar}" in log and "served a bundle that failed verification" in log
+
+
+def test_trust_refuses_a_fifo_without_blocking(tmp_path: Path, cli: RunCli) -> None:
+    fifo = tmp_path / "root.json"
+    os.mkfifo(fifo)
+    node = tmp_path / "n"
+    node.mkdir()
+    code, _, err = cli("fleet", "trust", fifo, "--root", node)  # would hang if it opened blocking
+    assert code == 2 and err == f"undistro: {fifo}: not a regular file\n"
+
+
+def test_fleet_init_where_it_cannot_write_is_one_line(cli: RunCli) -> None:
+    code, out, err = cli("fleet", "init", "/proc/undistro-nope/fleet")
+    assert code == 1 and out == "" and err.count("\n") == 1 and "No such file" in err

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from undistro.commands._groups import command_group
 from undistro.commands._session import add_root_options, open_session
-from undistro.errors import UsageError
+from undistro.errors import FleetError, UsageError
 
 if TYPE_CHECKING:
     from undistro.fleet import Member
@@ -167,13 +169,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tag", action="append", default=[], metavar="KEY=REGEX", help="filter by tag")
     p.add_argument("--status", metavar="STATUS", help="only members in this state (e.g. alive)")
     p.add_argument("--json", action="store_true", help="one JSON object per member")
-    p.set_defaults(func=cmd_members)
+    p.set_defaults(func=_one_line(cmd_members))
 
     p = group.add_parser(
         "init", help="create a fleet's keys and root", description=INIT_HELP, formatter_class=_RAW
     )
     p.add_argument("fleet_dir", metavar="DIR")
-    p.set_defaults(func=cmd_init)
+    p.set_defaults(func=_one_line(cmd_init))
 
     p = group.add_parser(
         "push",
@@ -186,7 +188,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--to", default="", metavar="TAG[,TAG]", help="only nodes with all these tags")
     p.add_argument("--rpc", metavar="HOST:PORT", help="the local Serf agent's RPC address")
     p.add_argument("--no-announce", action="store_true", help="sign only; do not gossip")
-    p.set_defaults(func=cmd_push)
+    p.set_defaults(func=_one_line(cmd_push))
 
     p = group.add_parser(
         "status", help="ask every node how it is", description=STATUS_HELP, formatter_class=_RAW
@@ -195,7 +197,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tag", action="append", default=[], metavar="KEY=REGEX", help="filter by tag")
     p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="default 3")
     p.add_argument("--json", action="store_true", help="one JSON object per node")
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=_one_line(cmd_status))
 
     p = group.add_parser(
         "operator",
@@ -205,7 +207,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument("--fleet", required=True, metavar="DIR", help="the fleet directory (fleet init)")
-    p.set_defaults(func=cmd_operator)
+    p.set_defaults(func=_one_line(cmd_operator))
 
     p = group.add_parser(
         "run", help="send a signed action to the fleet", description=RUN_HELP, formatter_class=_RAW
@@ -217,14 +219,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--to", default="", metavar="TAG[,TAG]", help="only nodes with all these tags")
     p.add_argument("--valid-for", type=int, default=600, metavar="SECONDS", help="default 600")
     p.add_argument("--rpc", metavar="HOST:PORT", help="the local Serf agent's RPC address")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=_one_line(cmd_run))
 
     p = group.add_parser(
         "rotate", help="replace an online role's key", description=ROTATE_HELP, formatter_class=_RAW
     )
     p.add_argument("role", choices=("targets", "snapshot", "timestamp"))
     p.add_argument("--fleet", required=True, metavar="DIR", help="the fleet directory (fleet init)")
-    p.set_defaults(func=cmd_rotate)
+    p.set_defaults(func=_one_line(cmd_rotate))
 
     p = group.add_parser(
         "trust",
@@ -234,7 +236,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("root_file", metavar="ROOT.json")
     add_root_options(p)
-    p.set_defaults(func=cmd_trust)
+    p.set_defaults(func=_one_line(cmd_trust))
 
     p = group.add_parser(
         "pull",
@@ -265,7 +267,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="fail at once if another run holds the state's run lock (default: wait)",
     )
     add_root_options(p)
-    p.set_defaults(func=cmd_pull)
+    p.set_defaults(func=_one_line(cmd_pull))
+
+
+def _one_line(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A file-system fault in a fleet command is one line, not a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise FleetError(f"{where}{exc.strerror or exc}") from None
+
+    return run
 
 
 def _tag_filter(specs: list[str]) -> dict[str, str]:
@@ -477,7 +492,10 @@ def cmd_trust(args: argparse.Namespace) -> int:
 
     session = open_session(args)
     try:
-        with open(args.root_file, "rb") as f:
+        fd = os.open(args.root_file, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UsageError(f"{args.root_file}: not a regular file")
             data = f.read(1024 * 1024)
     except OSError as exc:
         raise UsageError(f"{args.root_file}: {exc.strerror}") from None
