@@ -184,10 +184,6 @@ def _floors(state_dir: str) -> dict[str, int]:
 
 
 def _write_floors(state_dir: str, floors: Mapping[str, int]) -> None:
-    path = _floors_path(state_dir)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(dict(floors), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from undistro._files import atomic_write
+
+    atomic_write(_floors_path(state_dir), json.dumps(dict(floors)).encode())

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from undistro._files import atomic_write as _write
 from undistro.errors import FleetError
 from undistro.fleet._actions import OPERATORS_FIELD
 
@@ -157,8 +158,7 @@ def rotate_key(fleet_dir: str, role: str) -> str:
     root.add_key(signer.public_key, role)
     path = _next_root(fleet_dir, root)
     key_path = os.path.join(fleet_dir, "keys", f"{role}.pem")
-    _write(key_path, signer.private_bytes)
-    os.chmod(key_path, 0o600)
+    _write(key_path, signer.private_bytes, 0o600)  # a private key: never readable by others
     signers = load_online_signers(fleet_dir)
     targets_md = _latest(fleet_dir, "targets")
     targets_md.signed.version += 1
@@ -337,15 +337,6 @@ def _listdir(path: str) -> list[str]:
         return os.listdir(path)
     except FileNotFoundError:
         raise PublishError(f"{path}: not a fleet directory (run 'undistro fleet init')") from None
-
-
-def _write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def describe_root(root_path: str) -> dict[str, Any]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 
+from undistro._files import atomic_write
+
+__all__ = ["atomic_write", "fsync_dir", "remove_tree"]
+
 
 def fsync_dir(path: str) -> None:
     """Make a rename or a new entry in ``path`` survive a power cut."""
@@ -13,16 +17,6 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: readers see the old or the new file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def remove_tree(path: str) -> None:
