@@ -51,12 +51,14 @@ class Agent:
         assert reply is not None
         return reply
 
-    def settle(self) -> dict[str, Any]:
-        """Wait until the start-up's paired checks are over."""
+    def settle(self, limit: float = 600) -> dict[str, Any]:
+        """Wait until the agent's checks stop (the paired checks of its own
+        repairs included); give up after ``limit`` seconds."""
         last = None
+        deadline = time.monotonic() + limit
         while True:
             status = self.status()
-            if status["events"]["checks"] == last:
+            if status["events"]["checks"] == last or time.monotonic() > deadline:
                 return status
             last = status["events"]["checks"]
             time.sleep(1)
