@@ -10,8 +10,8 @@ Phases, on one agent managing ``--files`` files (100 per directory):
 * **storm**: ``--storm`` managed files rewritten ``--rounds`` times each, as
   fast as one Python loop can (open(O_TRUNC) + write + close);
 * **git checkout**: the last ``--git`` managed files are a git working tree
-  (``ROOT/srv/bench`` holds the repository); ``git checkout`` of a commit
-  that changes every one of them, then back to the agent's repairs;
+  of ``ROOT/srv/bench``: ``git checkout -f`` of a commit that changes
+  every one of them;
 * **SIGTERM**: a writer thread rewrites the storm files in a loop; SIGTERM
   is sent mid-storm and the time to the agent's exit is measured.
 
@@ -67,7 +67,7 @@ def main() -> None:
         agent = Agent(top / "p", root)
         try:
             idle = rss_mb(agent.settle()["pid"])
-            git = GitTree(root / "srv/bench", tree) if args.git else None
+            git = GitTree(top / "git", root / "srv/bench", tree) if args.git else None
             rows.append(storm_phase(agent, storm, args.rounds, want, args.limit, idle))
             if git is not None:
                 rows.append(git_phase(agent, git, want, args.limit, idle))
@@ -78,7 +78,7 @@ def main() -> None:
         if git is not None:
             oneshot.append(oneshot_git(top, root, git, want))
     print(f"agent: {args.files} managed files, idle RSS {idle:.1f} MB\n")
-    print("| workload | converged after the storm | peak RSS (x idle) | agent CPU | checks |")
+    print("| workload | converged after the storm | peak RSS (x idle) | CPU | checks |")
     print("|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
@@ -142,28 +142,37 @@ def oneshot_git(
 
 
 class GitTree:
-    """A repository whose working tree holds managed files: commit ``promised``
-    is the policy's content, commit ``changed`` rewrites every one."""
+    """A repository whose working tree is the managed files' directory.
 
-    def __init__(self, top: Path, files: list[Path]) -> None:
-        self.top, self.files = top, files
-        self._git("init", "-q")
-        self._git("add", *[str(f.relative_to(top)) for f in files])
-        self._git("commit", "-qm", "promised")
-        self._git("tag", "promised")
-        for f in files:
-            f.write_text(f"changed by git {f.name}\n")
-        self._git("commit", "-qam", "changed")
-        self._git("tag", "changed")
-        self._git("checkout", "-qf", "promised")
+    Commit ``promised`` is the policy's content, commit ``changed``
+    rewrites every one. It is built in a scratch copy (the agent must not
+    repair it meanwhile) and then checked out with ``--work-tree`` onto the
+    managed tree, as a deployment by git would do."""
+
+    def __init__(self, scratch: Path, work_tree: Path, files: list[Path]) -> None:
+        self.git_dir, self.work_tree, self.files = scratch / ".git", work_tree, files
+        rel = [str(f.relative_to(work_tree)) for f in files]
+        for name, f in zip(rel, files, strict=True):
+            (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+            (scratch / name).write_text(f.read_text())
+        self._git(scratch, "init", "-q")
+        self._git(scratch, "add", *rel)
+        self._git(scratch, "commit", "-qm", "promised")
+        self._git(scratch, "tag", "promised")
+        for name in rel:
+            (scratch / name).write_text(f"changed by git {name}\n")
+        self._git(scratch, "commit", "-qam", "changed")
+        self._git(scratch, "tag", "changed")
+        self._git(scratch, "checkout", "-qf", "promised")
 
     def checkout(self, ref: str) -> None:
-        self._git("checkout", "-qf", ref)
+        """``git checkout -f REF`` on the managed tree."""
+        self._git(self.work_tree, f"--git-dir={self.git_dir}", f"--work-tree={self.work_tree}",
+                  "checkout", "-qf", ref)  # fmt: skip
 
-    def _git(self, *argv: str) -> None:
-        subprocess.run(
-            ["git", "-C", str(self.top), *argv], check=True, env={**os.environ, **GIT_ENV}
-        )
+    @staticmethod
+    def _git(where: Path, *argv: str) -> None:
+        subprocess.run(["git", "-C", str(where), *argv], check=True, env={**os.environ, **GIT_ENV})
 
 
 def rewrite(files: list[Path], rounds: int) -> None:
@@ -206,10 +215,18 @@ def _converge(
     peak = _vm_hwm_mb(agent.proc.pid)
     cpu = agent.cpu_seconds() - before[0]
     checks = status["events"]["checks"] - before[1]
+    child = status["child_max_rss_bytes"] / 2**20
     done = (
         f"{took:.2f} s" if not wrong else f"NOT converged: {len(wrong)} wrong after {limit:.0f} s"
     )
-    return label, done, f"{peak:.1f} MB ({peak / idle:.2f}x)", f"{cpu:.2f} s", str(checks)
+    longest = status["pending"]["longest_pass_s"]
+    return (
+        label,
+        done,
+        f"{peak:.1f} MB ({peak / idle:.2f}x); forked checks {child:.1f} MB",
+        f"{cpu:.2f} s",
+        f"{checks} (longest pass {longest:.2f} s)",
+    )
 
 
 def _apply(top: Path, root: Path, label: str, want: dict[Path, str]) -> tuple[str, str, str, str]:

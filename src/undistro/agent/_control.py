@@ -40,9 +40,9 @@ class ControlServer:
         socket: called before the agent touches anything."""
         if len(os.fsencode(self.path)) > _MAX_SOCKET_PATH:
             raise AgentError(f"control socket path too long for a Unix socket: {self.path}")
-        if os.path.exists(self.path):
-            if try_agent(os.path.dirname(self.path), {"op": "ping"}, timeout=2) is not None:
-                raise AgentError(f"another agent already runs on {self.path}")
+        state_dir = os.path.dirname(self.path)
+        if os.path.exists(self.path) and try_agent(state_dir, {"op": "ping"}, timeout=2):
+            raise AgentError(f"another agent already runs on {self.path}")
 
     async def start(self) -> None:
         """Bind the socket; refuse if another agent already answers on it."""

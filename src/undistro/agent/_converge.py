@@ -63,6 +63,15 @@ class Outcome:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A policy compiled into the cache, not yet in force."""
+
+    node: Node
+    facts: dict[str, Any]
+    key: bytes
+
+
 @dataclass(slots=True)
 class Checked:
     """What one agent run found, kept small: resources found kept are only
@@ -100,7 +109,7 @@ class Converger:
         self._key = b""
         self.services: ServiceControl | None = None
         self._cancelled = threading.Event()
-        self._child: int | None = None
+        self._children: set[int] = set()
         self._child_lock = threading.Lock()
 
     def host_services(self, services: ServiceControl) -> None:
@@ -143,43 +152,65 @@ class Converger:
     def reload(self) -> tuple[Policy, bool]:
         """Re-read node config and policy; swap them in only if all is valid.
 
-        Returns the policy in force and whether it changed. On PolicyError the
-        previous policy stays in force; so it does for any other failure (a
-        template that exhausts memory, a FIFO that blocks, a bug), which is
-        raised as a PolicyError of one line. Compiling happens in a forked
-        child, with a deadline and a memory cap, that leaves the result in
-        the policy cache (see ``_forked``); the agent then loads that.
+        Returns the policy in force and whether it changed. On PolicyError
+        the previous policy stays in force. :meth:`compile` then
+        :meth:`swap`, which the agent calls apart (the first beside runs).
+        """
+        candidate = self.compile()
+        if candidate is None:
+            return self.policy, False
+        return self.swap(candidate), True
+
+    def compile(self) -> Candidate | None:
+        """Validate and compile the policy as it is on disk now, into the
+        policy cache; None if nothing changed since the policy in force.
+
+        Safe beside a run in another thread: it reads the policy, forks a
+        child to compile it (with a deadline and a memory cap) and touches
+        neither the engine nor the state store. Any failure (a template
+        that exhausts memory, a FIFO that blocks, a bug) is a PolicyError,
+        of one line if it was not one already.
         """
         try:
-            return self._reload()
+            node = load_node(self.root, self._node_config, self._tags)
+            facts = node.facts()
+            key = cache_key(self.policy_dir, node, facts)  # every input's lstat, the facts
+            if self._policy is not None and key == self._key:
+                return None
+            problems = list(
+                in_child(
+                    lambda: self._compile(node, facts),
+                    deadline=COMPILE_DEADLINE,
+                    memory=COMPILE_MEMORY,
+                    started=self._started,
+                    ended=self._ended,
+                )
+            )
         except PolicyError:
             raise
         except Exception as exc:
             raise PolicyError([f"{self.policy_dir}: {_one_line(exc)}"]) from None
-
-    def _reload(self) -> tuple[Policy, bool]:
-        node = load_node(self.root, self._node_config, self._tags)
-        facts = node.facts()
-        key = cache_key(self.policy_dir, node, facts)  # every input's lstat, the facts
-        if self._policy is not None and key == self._key:
-            return self._policy, False
-        rows = in_child(
-            lambda: self._compile(node, facts),
-            deadline=COMPILE_DEADLINE,
-            memory=COMPILE_MEMORY,
-            started=self._started,
-        )
-        try:
-            problems = list(rows)
-        finally:
-            self._child = None
         if problems:
             raise PolicyError(problems)
-        policy = load_policy(self.policy_dir, node, facts, cache_dir=self.state_dir)
-        self.node, self._policy, self._facts, self._key = node, policy, facts, key
+        return Candidate(node, facts, key)
+
+    def swap(self, candidate: Candidate) -> Policy:
+        """Put a compiled candidate in force (between runs: the engine
+        changes). Raises PolicyError and keeps the old policy if the
+        compiled result cannot be loaded."""
+        if self._policy is not None and candidate.key == self._key:
+            return self._policy
+        node, facts = candidate.node, candidate.facts
+        try:
+            policy = load_policy(self.policy_dir, node, facts, cache_dir=self.state_dir)
+        except PolicyError:
+            raise
+        except Exception as exc:
+            raise PolicyError([f"{self.policy_dir}: {_one_line(exc)}"]) from None
+        self.node, self._policy, self._facts, self._key = node, policy, facts, candidate.key
         self._engine = self._new_engine(policy, self.store)
         trim_memory()  # the old policy and the unpickling's garbage
-        return policy, True
+        return policy
 
     def _compile(self, node: Node, facts: dict[str, Any]) -> list[str]:
         """In the child: compile into the cache; the problems, if any."""
@@ -199,8 +230,8 @@ class Converger:
         work is refused until :meth:`resume`."""
         self._cancelled.set()
         with self._child_lock:
-            if self._child is not None:
-                _kill(self._child)
+            for pid in self._children:
+                _kill(pid)
 
     def resume(self) -> None:
         self._cancelled.clear()
@@ -211,9 +242,13 @@ class Converger:
 
     def _started(self, pid: int) -> None:
         with self._child_lock:
-            self._child = pid
+            self._children.add(pid)
             if self._cancelled.is_set():
                 _kill(pid)
+
+    def _ended(self, pid: int) -> None:
+        with self._child_lock:
+            self._children.discard(pid)
 
     def extra_inputs(self) -> list[str]:
         """Files outside the policy directory that the policy depends on."""
@@ -255,6 +290,7 @@ class Converger:
             rows = in_child(
                 lambda: _rows(engine(), only, causes, label, remembered, reports),
                 started=self._started,
+                ended=self._ended,
             )
             try:
                 for row in rows:
@@ -263,8 +299,6 @@ class Converger:
                 if not self.cancelled:
                     raise
                 checked.cancelled = True
-            finally:
-                self._child = None
             return checked
         for part in self._chunks(only):
             if self.cancelled:

@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from undistro.agent._control import ControlServer
-from undistro.agent._converge import Checked, Converger, Outcome, trim_memory
+from undistro.agent._converge import Candidate, Checked, Converger, Outcome, trim_memory
 from undistro.agent._pending import Pending, Waiter
 from undistro.errors import PolicyError, UndistroError
 from undistro.events import ENTRY_MASK, SETTLED_MASK, Batch, PathWatcher
@@ -93,6 +93,9 @@ class Agent:
         self._wake: asyncio.Event | None = None
         self._pending = Pending()
         self._busy = False
+        self._compiling: asyncio.Task[None] | None = None
+        self._compiled: tuple[str, Candidate | PolicyError | None, list[Waiter]] | None = None
+        self._longest_pass = 0.0
         self._started = time.monotonic()
         self._promises: dict[str, Promise] = {}
         self._full_check: tuple[float, str] | None = None
@@ -138,7 +141,7 @@ class Agent:
             self._pending.check_all("agent start")
             # The converge created directories that watches now belong in:
             # take its own events (and anything else pending) before "ready".
-            while self._pending and not self._stop.is_set():
+            while self._has_work() and not self._stop.is_set():
                 await self._pass()
             if self._stop.is_set():
                 return 0
@@ -146,16 +149,20 @@ class Agent:
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             if self.audit_every:
                 loop.call_later(self.audit_every, self._audit)
+            self._longest_pass = 0.0  # from now on: passes caused by events
             self._log(f"ready: watching {self.watcher.stats()['watched_dirs']} directories")
             runner = loop.create_task(self._runner())
             await self._stop.wait()
             self._wake.set()
             await runner
         finally:
+            if self._compiling is not None:
+                await self._compiling  # its child was killed by stop()
             if reading:
                 loop.remove_reader(self.watcher.fileno())
             await self._control.close()
             self._answer_all({"ok": False, "error": "the agent is stopping"})
+            await asyncio.sleep(0)  # let the control handlers send those answers
             if self.services is not None:
                 await self.services.close()  # the services keep running
             self.watcher.close()
@@ -184,8 +191,11 @@ class Agent:
                 self._wake.set()
 
     def _kick(self) -> None:
-        if self._wake is not None and self._pending:
+        if self._wake is not None and self._has_work():
             self._wake.set()
+
+    def _has_work(self) -> bool:
+        return bool(self._pending) or self._compiled is not None
 
     async def _runner(self) -> None:
         """Make passes while anything is pending; sleep (no timer) otherwise."""
@@ -193,7 +203,7 @@ class Agent:
         while not self._stop.is_set():
             await self._wake.wait()
             self._wake.clear()
-            while self._pending and not self._stop.is_set():
+            while self._has_work() and not self._stop.is_set():
                 await self._pass()
 
     # -- events (on the loop: they only mark what is pending) -----------------
@@ -211,10 +221,10 @@ class Agent:
             cause = "inotify queue overflow: events were lost, full check"
             self._log(cause)
             self._journal_agent("rescan", cause)
-            pending.reload_policy(cause)  # lost events may have been the policy's
+            self._request_reload(cause)  # lost events may have been the policy's
             pending.check_all(cause)
         if policy_cause is not None:
-            pending.reload_policy(policy_cause)
+            self._request_reload(policy_cause)
         if batch.rescan:
             self._counts["rescans"] += 1
             lost = [f"watch lost ({why}): {key}" for key, why in sorted(batch.rescan.items())]
@@ -233,8 +243,7 @@ class Agent:
         return cause
 
     def _on_sighup(self) -> None:
-        self._pending.reload_policy("SIGHUP")
-        self._kick()
+        self._request_reload("SIGHUP")
 
     def _audit(self) -> None:
         self._pending.check_all("audit")
@@ -251,23 +260,25 @@ class Agent:
         pending = self._pending
         self._counts["passes"] += 1
         self._busy = True
+        began = time.monotonic()
         waiters: list[Waiter] = []
         try:
             self._flush_journal()
             waiters, pending.waiters = pending.waiters, []
-            reload_cause, pending.reload = pending.reload, None
             full, pending.full = pending.full, None
-            if reload_cause is not None:
-                verdict = await self._reload(reload_cause)
-                for w in waiters:
+            compiled, self._compiled = self._compiled, None
+            if compiled is not None:
+                cause, result, reloaders = compiled
+                verdict = await self._swap(cause, result)
+                for w in reloaders:
                     if w.kind == "reload":
                         w.answer(self._reload_reply(verdict))
-                if verdict == REJECTED:
-                    for w in waiters:
-                        if w.kind not in ("reload", "converge"):
-                            w.answer({"ok": False, "error": self._last_policy_error})
-                elif verdict == SWAPPED and full is None:
-                    full = f"policy reloaded: {reload_cause}"
+                    elif verdict == REJECTED:
+                        w.answer({"ok": False, "error": self._last_policy_error})
+                    else:
+                        waiters.append(w)  # an apply: this pass's run is its run
+                if verdict == SWAPPED and full is None:
+                    full = f"policy reloaded: {cause}"
             reports = {w.kind for w in waiters if not w.future.done() and w.kind != "converge"}
             if reports:
                 full = "apply (via agent)"
@@ -288,6 +299,7 @@ class Agent:
                 w.answer({"ok": False, "error": f"the agent failed: {type(exc).__name__}: {exc}"})
         finally:
             self._busy = False
+            self._longest_pass = max(self._longest_pass, time.monotonic() - began)
 
     async def _check(
         self, only: set[str] | None, causes: dict[str, str], label: str, reports: set[str]
@@ -338,27 +350,75 @@ class Agent:
         return {"ok": True, "resources": len(self.converger.policy.resources)}
 
     def _answer_all(self, reply: dict[str, Any]) -> None:
-        waiters, self._pending.waiters = self._pending.waiters, []
+        pending = self._pending
+        waiters = pending.waiters + pending.reload_waiters
+        pending.waiters, pending.reload_waiters = [], []
+        if self._compiled is not None:
+            waiters += self._compiled[2]
         for w in waiters:
             w.answer(reply)
 
     # -- policy ---------------------------------------------------------------
 
-    async def _reload(self, cause: str) -> str:
-        """Re-validate the policy off the loop (a compile in a child with a
-        deadline: it never blocks the loop); if valid and changed, swap it
-        in. Returns REJECTED, UNCHANGED or SWAPPED."""
+    def _request_reload(self, cause: str, kind: str | None = None) -> Any:
+        """Re-validate the policy soon: compiled beside the passes (the old
+        policy is enforced meanwhile), swapped in by the next pass. With
+        ``kind``, the future of a caller answered after that pass."""
+        done = self._pending.wait(kind, reload=True) if kind is not None else None
+        self._pending.reload_policy(cause)
+        self._start_compile()
+        return done
+
+    def _start_compile(self) -> None:
+        pending = self._pending
+        if self._compiling is not None or pending.reload is None:
+            return
+        if self._stop is not None and self._stop.is_set():
+            return
+        cause, pending.reload = pending.reload, None
+        waiters, pending.reload_waiters = pending.reload_waiters, []
+        self._compiling = asyncio.get_running_loop().create_task(self._compile(cause, waiters))
+
+    async def _compile(self, cause: str, waiters: list[Waiter]) -> None:
+        """Compile off the loop (a forked child with a deadline: neither a
+        FIFO nor a runaway template can block the agent); hand the result,
+        whatever it is, to the next pass. Never raises."""
+        loop = asyncio.get_running_loop()
+        result: Candidate | PolicyError | None
+        try:
+            result = await loop.run_in_executor(None, self.converger.compile)
+        except PolicyError as exc:
+            result = exc
+        except Exception as exc:  # compile() wraps everything; this is the belt
+            result = PolicyError([f"{type(exc).__name__}: {exc}"])
+        finally:
+            self._compiling = None
+        if self._stop is not None and self._stop.is_set():
+            for w in waiters:
+                w.answer({"ok": False, "error": "the agent is stopping"})
+            return
+        if self._compiled is not None:  # not swapped yet: the newer result wins
+            waiters = self._compiled[2] + waiters
+        self._compiled = (cause, result, waiters)
+        self._kick()
+        self._start_compile()
+
+    async def _swap(self, cause: str, result: Candidate | PolicyError | None) -> str:
+        """In a pass: put a compiled policy in force, or say why not.
+        Returns REJECTED, UNCHANGED or SWAPPED."""
+        if isinstance(result, PolicyError):
+            self._reject(result, cause)
+            return REJECTED
+        if result is None:
+            self._last_policy_error = None
+            return UNCHANGED
         loop = asyncio.get_running_loop()
         try:
-            policy, changed = await loop.run_in_executor(None, self.converger.reload)
+            policy = await loop.run_in_executor(None, self.converger.swap, result)
         except PolicyError as exc:
-            if self.converger.cancelled:
-                return UNCHANGED  # stopping: the compile was killed, not refused
             self._reject(exc, cause)
             return REJECTED
         self._last_policy_error = None
-        if not changed:
-            return UNCHANGED
         self._counts["reloads"] += 1
         self._log(f"policy reloaded ({cause}): {len(policy.resources)} resources")
         self._declare_all()
@@ -554,10 +614,8 @@ class Agent:
             resources = {rid: self._promise(rid).as_dict() for rid in ids}
             return {"ok": True, **self.stats(), "resources": resources}
         if op == "reload":
-            self._pending.reload_policy("reload requested")
-            done = self._pending.wait("reload")
-            self._kick()
-            return await done
+            reply: dict[str, Any] = await self._request_reload("reload requested", "reload")
+            return reply
         if op == "apply":
             return await self._apply(request)
         if op == "services":
@@ -616,10 +674,8 @@ class Agent:
             }
         diff = request.get("diff", True)
         kind = "quiet" if request.get("quiet") else ("diff" if diff else "plain")
-        self._pending.reload_policy("apply via agent")
-        done = self._pending.wait(kind)
-        self._kick()
-        return await done
+        reply: dict[str, Any] = await self._request_reload("apply via agent", kind)
+        return reply
 
     # -- inspection -----------------------------------------------------------
 
@@ -637,6 +693,7 @@ class Agent:
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self._started, 3),
             "rss_bytes": _rss_bytes(),
+            "child_max_rss_bytes": _child_max_rss_bytes(),
             "policy": {
                 "dir": policy.dir,
                 "name": policy.name,
@@ -645,7 +702,11 @@ class Agent:
             },
             "promises": states,
             "events": {**self.watcher.stats(), **self._counts},
-            "pending": {**self._pending.stats(), "busy": self._busy},
+            "pending": {
+                **self._pending.stats(),
+                "busy": self._busy,
+                "longest_pass_s": round(self._longest_pass, 3),
+            },
             "control_requests": self._control.requests,
             "audit_every": self.audit_every,
         }
@@ -663,6 +724,13 @@ def _walk_dirs(top: str) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.append(dirpath)
     return found
+
+
+def _child_max_rss_bytes() -> int:
+    """The largest resident size any forked check or compile reached."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
 def _rss_bytes() -> int:

@@ -42,6 +42,7 @@ def in_child(
     deadline: float | None = None,
     memory: int | None = None,
     started: Callable[[int], None] | None = None,
+    ended: Callable[[int], None] | None = None,
 ) -> Iterator[Any]:
     """The rows ``work()`` yields, computed in a forked child, as they come.
 
@@ -51,7 +52,8 @@ def in_child(
     (seconds) kills a child that takes longer (ChildTimeout); ``memory``
     caps the child's address space growth in bytes (a MemoryError there,
     not the machine's OOM killer); ``started(pid)`` is told the child's pid
-    so that someone else may kill it. Raises ApplyError, after the last
+    so that someone else may kill it, and ``ended(pid)`` once it is reaped.
+    Raises ApplyError, after the last
     row, if the child did not finish cleanly.
     """
     read_fd, write_fd = os.pipe()
@@ -75,6 +77,8 @@ def in_child(
         if late or sys.exc_info()[0] is not None:
             _kill(pid)  # also when the consumer stopped early
         _, status = os.waitpid(pid, 0)
+        if ended is not None:
+            ended(pid)
     if late:
         raise ChildTimeout(f"child process {pid} took more than {deadline:g} s and was killed")
     code = os.waitstatus_to_exitcode(status)

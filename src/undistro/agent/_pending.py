@@ -39,18 +39,20 @@ class Waiter:
 class Pending:
     """The agent's to-do list: bounded by the policy, never by the events."""
 
-    __slots__ = ("dirty", "dropped", "full", "journal", "reload", "waiters")
+    __slots__ = ("dirty", "dropped", "full", "journal", "reload", "reload_waiters", "waiters")
 
     def __init__(self) -> None:
         self.dirty: dict[str, str] = {}
         self.full: str | None = None
         self.reload: str | None = None
         self.waiters: list[Waiter] = []
+        self.reload_waiters: list[Waiter] = []
         self.journal: list[JournalEntry] = []
         self.dropped = 0
 
     def __bool__(self) -> bool:
-        return bool(self.dirty or self.full or self.reload or self.waiters or self.journal)
+        """Whether a pass has work (a requested reload first needs its compile)."""
+        return bool(self.dirty or self.full or self.waiters or self.journal)
 
     def mark(self, causes: Mapping[str, str]) -> None:
         """These ids may have changed (the first cause seen is kept)."""
@@ -72,10 +74,12 @@ class Pending:
         self.journal.extend(entries[:room])
         self.dropped += max(0, len(entries) - room)
 
-    def wait(self, kind: str) -> asyncio.Future[dict[str, Any]]:
+    def wait(self, kind: str, *, reload: bool = False) -> asyncio.Future[dict[str, Any]]:
+        """A future answered after the next pass (``reload``: after a
+        compile that starts after now, and the pass that follows it)."""
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.waiters.append(Waiter(future, kind))
+        (self.reload_waiters if reload else self.waiters).append(Waiter(future, kind))
         return future
 
     def stats(self) -> dict[str, int]:
-        return {"dirty": len(self.dirty), "waiting": len(self.waiters)}
+        return {"dirty": len(self.dirty), "waiting": len(self.waiters) + len(self.reload_waiters)}
