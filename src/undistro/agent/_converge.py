@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from undistro.agent._compile import compile_policy
 from undistro.agent._forked import in_child
 from undistro.engine import Engine, RunSummary
 from undistro.errors import ApplyError, PolicyError
@@ -177,14 +178,16 @@ class Converger:
             key = cache_key(self.policy_dir, node, facts)  # every input's lstat, the facts
             if self._policy is not None and key == self._key:
                 return None
-            problems = list(
-                in_child(
-                    lambda: self._compile(node, facts),
-                    deadline=COMPILE_DEADLINE,
-                    memory=COMPILE_MEMORY,
-                    started=self._started,
-                    ended=self._ended,
-                )
+            problems = compile_policy(
+                self.policy_dir,
+                root=self.root,
+                state_dir=self.state_dir,
+                node_config=self._node_config,
+                tags=self._tags,
+                deadline=COMPILE_DEADLINE,
+                memory=COMPILE_MEMORY,
+                started=self._started,
+                ended=self._ended,
             )
         except PolicyError:
             raise
@@ -211,16 +214,6 @@ class Converger:
         self._engine = self._new_engine(policy, self.store)
         trim_memory()  # the old policy and the unpickling's garbage
         return policy
-
-    def _compile(self, node: Node, facts: dict[str, Any]) -> list[str]:
-        """In the child: compile into the cache; the problems, if any."""
-        try:
-            load_policy(self.policy_dir, node, facts, cache_dir=self.state_dir)
-        except PolicyError as exc:
-            return exc.problems
-        except Exception as exc:  # MemoryError, RecursionError, a bug: still one line
-            return [f"{self.policy_dir}: {_one_line(exc)}"]
-        return []
 
     # -- stopping ---------------------------------------------------------------
 
