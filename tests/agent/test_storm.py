@@ -33,8 +33,8 @@ def _settled(agent: AgentProc) -> dict:
 
     def quiet() -> dict | None:
         status = agent.status()
-        pending = status["pending"]
-        return None if pending["busy"] or pending["dirty"] else status
+        pending = status.get("pending", {})
+        return None if pending.get("busy") or pending.get("dirty") else status
 
     wait_until(quiet, 120, "agent idle")
     time.sleep(0.3)
@@ -126,7 +126,7 @@ def test_sigterm_during_a_storm_exits_cleanly(agent: AgentProc) -> None:
         stop.set()
         writer.join()
     assert code == 0, agent.log()[-2000:]
-    assert took < 5, took
+    assert took < 3, took
     assert "stopped" in agent.log()
     _no_tracebacks(agent)
 
@@ -163,7 +163,7 @@ def test_two_applies_through_the_agent_during_drift_both_return(agent: AgentProc
     for out in results:
         assert out.returncode == 0, out.stderr
         assert "300 resources checked" in out.stdout, out.stdout
-    assert agent.status()["pending"]["waiting"] == 0
+    assert agent.status()["pending"]["waiting"] == 0, "a caller is left waiting"
     wait_until(lambda: drifting.read_text() == "f0\n", what="last drift repaired")
 
 
@@ -224,3 +224,12 @@ def test_fifo_as_a_policy_file_is_rejected_and_never_wedges(agent: AgentProc) ->
     wait_until(lambda: agent.path("/etc/motd").read_text() == "hello\n", 10, "repaired meanwhile")
     _rejected_then_old_policy_enforced(agent)
     assert agent.terminate(10) == 0
+
+
+def test_sigterm_during_the_start_up_converge_exits_cleanly(agent: AgentProc) -> None:
+    write_policy(agent.policy, _files(3000))
+    agent.start(ready=False)
+    wait_until(lambda: "resources" in agent.log(), 60, "policy loaded")
+    assert agent.terminate(10) == 0, agent.log()
+    assert "ready:" not in agent.log()  # it stopped in the middle, as asked
+    _no_tracebacks(agent)

@@ -126,7 +126,12 @@ class Agent:
         self._control.claim()
         reading = False
         try:
-            policy = await loop.run_in_executor(None, self.converger.load)
+            try:
+                policy = await loop.run_in_executor(None, self.converger.load)
+            except PolicyError:
+                if self._stop.is_set():
+                    return 0  # the compile was killed by SIGTERM, not refused
+                raise
             if self._stop.is_set():
                 return 0
             self._log(f"policy {policy.dir}: {len(policy.resources)} resources")
