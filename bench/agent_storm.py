@@ -101,8 +101,11 @@ def git_phase(
     agent: Agent, git: GitTree, want: dict[Path, str], limit: float, idle: float
 ) -> tuple[str, str, str, str, str]:
     before = _mark(agent)
-    git.checkout("changed")
-    return _converge(agent, f"`git checkout` of {len(git.files)} files", before, want, limit, idle)
+    status = git.checkout("changed")
+    label = f"`git checkout` of {len(git.files)} files"
+    if status != 0:
+        label += " (git met the agent's repairs: exit 1)"
+    return _converge(agent, label, before, want, limit, idle)
 
 
 def sigterm_phase(agent: Agent, files: list[Path]) -> tuple[int, float]:
@@ -165,14 +168,23 @@ class GitTree:
         self._git(scratch, "tag", "changed")
         self._git(scratch, "checkout", "-qf", "promised")
 
-    def checkout(self, ref: str) -> None:
-        """``git checkout -f REF`` on the managed tree."""
-        self._git(self.work_tree, f"--git-dir={self.git_dir}", f"--work-tree={self.work_tree}",
-                  "checkout", "-qf", ref)  # fmt: skip
+    def checkout(self, ref: str) -> int:
+        """``git checkout -f REF`` on the managed tree; git's exit status.
+
+        git unlinks each file and creates it with O_EXCL: when the agent's
+        repair lands in between, git says "File exists" for that file and
+        exits 1. That is the race a real deployment would meet; the files
+        are rewritten (or repaired) either way."""
+        return self._git(self.work_tree, f"--git-dir={self.git_dir}",
+                         f"--work-tree={self.work_tree}", "checkout", "-qf", ref,
+                         check=False)  # fmt: skip
 
     @staticmethod
-    def _git(where: Path, *argv: str) -> None:
-        subprocess.run(["git", "-C", str(where), *argv], check=True, env={**os.environ, **GIT_ENV})
+    def _git(where: Path, *argv: str, check: bool = True) -> int:
+        env = {**os.environ, **GIT_ENV}
+        done = subprocess.run(["git", "-C", str(where), *argv], check=check, env=env,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+        return done.returncode
 
 
 def rewrite(files: list[Path], rounds: int) -> None:

@@ -233,3 +233,44 @@ def test_sigterm_during_the_start_up_converge_exits_cleanly(agent: AgentProc) ->
     assert agent.terminate(10) == 0, agent.log()
     assert "ready:" not in agent.log()  # it stopped in the middle, as asked
     _no_tracebacks(agent)
+
+
+def _compile_children(policy: Path) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"undistro.agent._compile" in cmdline and str(policy).encode() in cmdline:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_blocked_compile_dies_with_a_killed_agent(agent: AgentProc) -> None:
+    write_policy(agent.policy, {"/etc/motd": "hello\n"})
+    agent.start()
+    fifo = agent.policy / "policy" / ".fifo.tmp"
+    os.mkfifo(fifo)
+    os.rename(fifo, agent.policy / "policy" / "fifo.toml")
+    children = wait_until(lambda: _compile_children(agent.policy), 10, "a compile child")
+    agent.kill()  # SIGKILL: no chance to clean up
+
+    def gone() -> bool:
+        return not any(_alive(pid) for pid in _compile_children(agent.policy))
+
+    try:
+        wait_until(gone, 10, "the compile child gone")
+    finally:
+        for pid in _compile_children(agent.policy):
+            os.kill(pid, signal.SIGKILL)
+    assert children

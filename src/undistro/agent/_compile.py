@@ -13,8 +13,10 @@ first, so a template bomb ends as a MemoryError there, not in the agent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -55,6 +57,8 @@ def compile_policy(
         "node_config": node_config,
         "tags": list(tags),
         "memory": memory,
+        "deadline": deadline,
+        "parent": os.getpid(),
     }
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
@@ -86,6 +90,9 @@ def compile_policy(
 
 def main() -> int:
     spec = json.loads(sys.argv[1])
+    _die_with_parent(spec["parent"])
+    # The parent kills us at the deadline; if it was killed itself, this does.
+    signal.alarm(int(spec["deadline"]) + 5)
     limit_memory(spec["memory"])
     from undistro.errors import PolicyError
     from undistro.policy import load_node, load_policy
@@ -104,6 +111,18 @@ def main() -> int:
         ]
     sys.stdout.write(json.dumps(problems))
     return 0
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL us if the agent dies (a kill -9 must not leave us blocked on
+    a FIFO for ever); exit now if it died while we were starting."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def limit_memory(extra: int) -> None:

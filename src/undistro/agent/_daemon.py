@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from undistro.agent._control import ControlServer
 from undistro.agent._converge import Candidate, Checked, Converger, Outcome, trim_memory
 from undistro.agent._pending import Pending, Waiter
+from undistro.agent._promises import Promises
 from undistro.errors import PolicyError, UndistroError
 from undistro.events import ENTRY_MASK, SETTLED_MASK, Batch, PathWatcher
 from undistro.events._binding import IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO
@@ -59,26 +60,6 @@ POLICY_DIRS_KEY = "@policy-dirs"
 REJECTED, UNCHANGED, SWAPPED = "rejected", "unchanged", "swapped"
 _DIR_MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
 _LOGGED_PER_PASS = 20  # repairs logged one by one; the journal has them all
-
-
-class Promise:
-    """The last word on one resource: what ``undistro status`` lists.
-
-    Slotted, and kept only for resources with something to say (a repair,
-    a failure): the agent's memory must not grow with what is merely kept.
-    """
-
-    __slots__ = ("cause", "error", "last_check", "last_repair", "state")
-
-    def __init__(self) -> None:
-        self.state = ""
-        self.cause = ""
-        self.error: str | None = None
-        self.last_check = 0.0
-        self.last_repair: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class Agent:
@@ -97,8 +78,6 @@ class Agent:
         self._compiled: tuple[str, Candidate | PolicyError | None, list[Waiter]] | None = None
         self._longest_pass = 0.0
         self._started = time.monotonic()
-        self._promises: dict[str, Promise] = {}
-        self._full_check: tuple[float, str] | None = None
         self._policy_dirs: list[str] = []
         self._last_policy_error: str | None = None
         self.services: Supervisors | None = None
@@ -112,6 +91,7 @@ class Agent:
             "rejected_policies": 0,
             "rescans": 0,
         }
+        self._promises = Promises(self._counts, self._log)
 
     # -- life cycle -----------------------------------------------------------
 
@@ -317,7 +297,7 @@ class Agent:
             only,
             causes,
             label,
-            remembered=frozenset(self._promises),
+            remembered=self._promises.remembered(),
             reports=tuple(reports),
         )
         try:
@@ -334,13 +314,13 @@ class Agent:
         self._counts["checks"] += checked.kept
         logged = 0
         for out in checked.outcomes:
-            logged += self._note(out, now, log=logged < _LOGGED_PER_PASS)
+            logged += self._promises.note(out, now, log=logged < _LOGGED_PER_PASS)
         if logged > _LOGGED_PER_PASS:
             self._log(
                 f"... and {logged - _LOGGED_PER_PASS} more repairs or failures (undistro log)"
             )
         if only is None:
-            self._full_check = (now, label)
+            self._promises.full_check = (now, label)
             await self._retire(loop)
         return checked
 
@@ -447,7 +427,7 @@ class Agent:
         policy = self.converger.policy
         for gone in self.watcher.keys() - policy.resources.keys() - {POLICY_KEY, POLICY_DIRS_KEY}:
             self.watcher.forget(gone)
-            self._promises.pop(gone, None)
+            self._promises.drop(gone)
             self._pending.dirty.pop(gone, None)
         for rid, resource in policy.resources.items():
             self.watcher.declare(rid, self.converger.watches(resource), mask=ENTRY_MASK)
@@ -520,7 +500,7 @@ class Agent:
             self.converger.journal_agent("failed", "services left the policy", error=str(exc))
             return
         for name in gone:
-            self._promises.pop(f"service:{name}", None)
+            self._promises.drop(f"service:{name}")
             self._log(f"stopped service {name}: it left the policy")
         if gone:
             self.converger.journal_agent(
@@ -544,7 +524,7 @@ class Agent:
         done = self._pending.wait("converge")
         self._kick()
         await done
-        bad = [r for r in closure if self._promise(r).state in ("failed", "skipped")]
+        bad = [r for r in closure if self._promises.get(r).state in ("failed", "skipped")]
         if bad:
             from undistro.errors import ApplyError
 
@@ -557,7 +537,9 @@ class Agent:
         rid = f"service:{status.name}"
         if status.phase.value == "failed":
             now = time.time()
-            self._note(Outcome(rid, "failed", f"supervisor: {event.cause}", (), event.cause), now)
+            self._promises.note(
+                Outcome(rid, "failed", f"supervisor: {event.cause}", (), event.cause), now
+            )
             from undistro.state import JournalEntry, new_run_id
 
             cause = f"supervisor: {event.cause}"
@@ -566,43 +548,6 @@ class Agent:
             self._kick()
         elif status.phase.value == "backoff" or event.cause == "adopted":
             self._log(f"{rid}: {event.cause}")
-
-    def _note(self, out: Outcome, now: float, *, log: bool = True) -> int:
-        """Record one outcome; 1 if it is worth a log line (logged if ``log``)."""
-        self._counts["checks"] += 1
-        promise = self._promises.get(out.id)
-        if promise is None:
-            if out.outcome == "kept":
-                return 0  # the common case needs no record: see _promise()
-            promise = self._promises[out.id] = Promise()
-        promise.state, promise.last_check, promise.cause = out.outcome, now, out.cause
-        promise.error = out.error
-        if out.outcome == "repaired":
-            self._counts["repairs"] += 1
-            promise.last_repair = now
-            if log:
-                self._log(f"repaired {out.id} ({out.cause}): {'; '.join(out.actions)}")
-            return 1
-        if out.outcome == "failed":
-            self._counts["failures"] += 1
-            if log:
-                self._log(f"failed {out.id} ({out.cause}): {out.error}")
-            return 1
-        return 0
-
-    def _promise(self, rid: str) -> Promise:
-        """What is known of ``rid``. Only resources ever repaired or not kept
-        have a record (10,000 records would cost ~1.5 MB of the budget);
-        the rest were kept at the last full check."""
-        promise = self._promises.get(rid)
-        if promise is None:
-            promise = Promise()
-            if self._full_check is not None:
-                promise.state = "kept"
-                promise.last_check, promise.cause = self._full_check
-            else:
-                promise.state = "unchecked"
-        return promise
 
     # -- control socket -------------------------------------------------------
 
@@ -615,8 +560,8 @@ class Agent:
             if request.get("all"):
                 ids: Iterable[str] = self.converger.policy.resources
             else:
-                ids = [rid for rid, p in self._promises.items() if p.state != "kept"]
-            resources = {rid: self._promise(rid).as_dict() for rid in ids}
+                ids = self._promises.not_kept()
+            resources = {rid: self._promises.get(rid).as_dict() for rid in ids}
             return {"ok": True, **self.stats(), "resources": resources}
         if op == "reload":
             reply: dict[str, Any] = await self._request_reload("reload requested", "reload")
@@ -687,13 +632,7 @@ class Agent:
     def stats(self) -> dict[str, Any]:
         """A cheap snapshot: counters and sizes, no I/O but one /proc read."""
         policy = self.converger.policy
-        states: dict[str, int] = {}
-        for promise in self._promises.values():
-            states[promise.state] = states.get(promise.state, 0) + 1
-        plain = len(policy.resources) - len(self._promises)
-        if plain:
-            state = "kept" if self._full_check else "unchecked"
-            states[state] = states.get(state, 0) + plain
+        states = self._promises.states(len(policy.resources))
         return {
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self._started, 3),
