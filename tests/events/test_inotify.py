@@ -246,3 +246,22 @@ def test_editor_scratch_files_do_not_concern_the_policy(tmp_path: Path, watcher)
     os.rename(policy / "sedXy34Zw", policy / "main.toml")  # sed -i's final step
     batch = _read(watcher)
     assert batch.changed["@policy"] == f"moved_to {policy / 'main.toml'}"
+
+
+def test_directory_created_while_its_ancestor_is_being_watched_is_not_missed(
+    tmp_path: Path, watcher
+) -> None:
+    target = tmp_path / "etc" / "app" / "app.conf"
+    watcher.declare("file:/etc/app/app.conf", [Watch("path", str(target))])
+    real_add = watcher._ino.add_watch
+
+    def racing_add(path: str, mask: int) -> int:
+        if path == str(tmp_path):  # the ancestor: someone creates etc/app right now
+            target.parent.mkdir(parents=True, exist_ok=True)
+        return real_add(path, mask)
+
+    watcher._ino.add_watch = racing_add  # type: ignore[method-assign]
+    assert watcher.sync() == {}
+    assert str(target.parent) in watcher._wd_of  # placed deeper after all
+    target.write_text("x\n")
+    assert list(_read(watcher).changed) == ["file:/etc/app/app.conf"]

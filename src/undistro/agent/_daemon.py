@@ -125,8 +125,13 @@ class Agent:
             reading = True
             self._pending.check_all("agent start")
             # The converge created directories that watches now belong in:
-            # take its own events (and anything else pending) before "ready".
-            while self._has_work() and not self._stop.is_set():
+            # its events are queued by the time a pass returns, so drain
+            # them (placing those watches) and pass again until nothing is
+            # left, then say "ready".
+            while not self._stop.is_set():
+                self._on_inotify()
+                if not self._has_work():
+                    break
                 await self._pass()
             if self._stop.is_set():
                 return 0

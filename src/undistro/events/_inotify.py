@@ -68,6 +68,7 @@ _LOST = b.IN_IGNORED | b.IN_DELETE_SELF | b.IN_MOVE_SELF | b.IN_UNMOUNT
 _OWN_TEMP = "undistro-tmp"
 _SCRATCH = re.compile(r"^(\..*|.*~|.*\.sw[a-p]x?|sed[A-Za-z0-9]{6}|4913|#.*#)$")
 _MAX_OWN = 4096  # pending renames remembered between two reads (bounded)
+_SYNC_ROUNDS = 8  # each round goes deeper; what is left waits for the next sync
 
 
 def is_scratch(name: str) -> bool:
@@ -193,12 +194,24 @@ class PathWatcher:
         ``placed`` then holds the keys served by a directory watched anew:
         whatever changed there before the watch existed was not seen, so
         they are to be checked once more (watch first, then check).
+
+        A missing directory created between our look and the ancestor's
+        watch would never be reported; so once the watches are in place,
+        each missing child is looked at again, and if it appeared the
+        watches are placed again, deeper (a few rounds at most).
         """
         self.placed = {}
-        if not self._dirty:
-            return {}
-        self._dirty = False
+        failures: dict[str, str] = {}
+        for _ in range(_SYNC_ROUNDS):
+            if not self._dirty:
+                break
+            self._dirty = False
+            failures = self._sync_once()
+        return failures
+
+    def _sync_once(self) -> dict[str, str]:
         served: dict[str, list[_Interest]] = {}
+        proxies: set[str] = set()
         exists: dict[str, bool] = {}
         for directory, interests in self._wanted.items():
             where, child = _nearest_existing(directory, exists)
@@ -206,6 +219,7 @@ class PathWatcher:
                 served.setdefault(where, []).extend(interests)
             else:
                 # Watch the ancestor for the missing child's arrival.
+                proxies.add(os.path.join(where, child))
                 served.setdefault(where, []).extend(
                     _Interest(i.key, child, _STRUCTURE | b.IN_ATTRIB, i.scratch) for i in interests
                 )
@@ -238,6 +252,8 @@ class PathWatcher:
             self._dir_of[wd] = directory
         self._served = served
         self.failed = failures
+        if any(os.path.isdir(p) for p in proxies):
+            self._dirty = True  # it appeared before our watch could see it
         return failures
 
     def _unwatch(self, directory: str) -> None:
