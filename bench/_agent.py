@@ -69,6 +69,17 @@ class Agent:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
+    def reset_peak(self) -> None:
+        """Reset the kernel's RSS high-water mark (VmHWM := VmRSS)."""
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the largest RSS since start or the last reset_peak()."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -205,7 +205,7 @@ def _rewrite_until(files: list[Path], stop: threading.Event) -> None:
 
 def _mark(agent: Agent) -> tuple[float, int]:
     """Reset the agent's RSS high-water mark; its CPU and check count now."""
-    Path(f"/proc/{agent.proc.pid}/clear_refs").write_text("5")
+    agent.reset_peak()
     return agent.cpu_seconds(), agent.status()["events"]["checks"]
 
 
@@ -224,7 +224,7 @@ def _converge(
         time.sleep(0.005)
     took = time.monotonic() - ended
     status = agent.settle(limit)
-    peak = _vm_hwm_mb(agent.proc.pid)
+    peak = agent.peak_rss_mb()
     cpu = agent.cpu_seconds() - before[0]
     checks = status["events"]["checks"] - before[1]
     child = status["child_max_rss_bytes"] / 2**20
@@ -256,13 +256,6 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except OSError:
         return None
-
-
-def _vm_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 if __name__ == "__main__":
