@@ -12,6 +12,8 @@ Phases, on one agent managing ``--files`` files (100 per directory):
 * **git checkout**: the last ``--git`` managed files are a git working tree
   of ``ROOT/srv/bench``: ``git checkout -f`` of a commit that changes
   every one of them;
+* **applies**: two ``undistro apply`` through the agent at once while a
+  managed file drifts at 100 Hz;
 * **SIGTERM**: a writer thread rewrites the storm files in a loop; SIGTERM
   is sent mid-storm and the time to the agent's exit is measured.
 
@@ -71,6 +73,7 @@ def main() -> None:
             rows.append(storm_phase(agent, storm, args.rounds, want, args.limit, idle))
             if git is not None:
                 rows.append(git_phase(agent, git, want, args.limit, idle))
+            applies = applies_phase(agent, top, root, storm[0])
             sigterm = sigterm_phase(agent, storm)
         finally:
             agent.stop()
@@ -82,7 +85,11 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print(f"\nSIGTERM during a storm: exit status {sigterm[0]} after {sigterm[1] * 1000:.0f} ms\n")
+    print(
+        f"\ntwo `undistro apply` through the agent during 100 Hz drift: answered after"
+        f" {applies[0]:.2f} s and {applies[1]:.2f} s; agent peak RSS {applies[2]:.1f} MB"
+    )
+    print(f"SIGTERM during a storm: exit status {sigterm[0]} after {sigterm[1] * 1000:.0f} ms\n")
     print("| one-shot `undistro apply` of the same drift | wall | CPU | peak RSS |")
     print("|---|---|---|---|")
     for row2 in oneshot:
@@ -106,6 +113,38 @@ def git_phase(
     if status != 0:
         label += " (git met the agent's repairs: exit 1)"
     return _converge(agent, label, before, want, limit, idle)
+
+
+def applies_phase(
+    agent: Agent, top: Path, root: Path, drifting: Path
+) -> tuple[float, float, float]:
+    """Two applies through the agent at once while a file drifts at 100 Hz:
+    the seconds until each is answered, and the agent's peak RSS (MB)."""
+    agent.settle()
+    agent.reset_peak()
+    stop = threading.Event()
+
+    def drift() -> None:
+        while not stop.is_set():
+            drifting.write_text("drift\n")
+            time.sleep(0.01)
+
+    cmd = [sys.executable, "-m", "undistro.cli", "apply", str(top / "p"), "--root", str(root), "-q"]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    writer = threading.Thread(target=drift, daemon=True)
+    writer.start()
+    try:
+        started = time.monotonic()
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(2)]
+        took = []
+        for proc in procs:
+            if proc.wait(600) != 0:
+                raise SystemExit(f"an apply through the agent failed: exit {proc.returncode}")
+            took.append(time.monotonic() - started)
+    finally:
+        stop.set()
+        writer.join()
+    return took[0], took[1], agent.peak_rss_mb()
 
 
 def sigterm_phase(agent: Agent, files: list[Path]) -> tuple[int, float]:
