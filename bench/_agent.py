@@ -51,19 +51,34 @@ class Agent:
         assert reply is not None
         return reply
 
-    def settle(self) -> dict[str, Any]:
-        """Wait until the start-up's paired checks are over."""
+    def settle(self, limit: float = 600) -> dict[str, Any]:
+        """Wait until the agent's checks stop (the paired checks of its own
+        repairs included); give up after ``limit`` seconds."""
         last = None
+        deadline = time.monotonic() + limit
         while True:
             status = self.status()
-            if status["events"]["checks"] == last:
+            if status["events"]["checks"] == last or time.monotonic() > deadline:
                 return status
             last = status["events"]["checks"]
             time.sleep(1)
 
     def cpu_seconds(self) -> float:
+        """utime + stime of the agent and of the children it waited for
+        (its forked checks)."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+    def reset_peak(self) -> None:
+        """Reset the kernel's RSS high-water mark (VmHWM := VmRSS)."""
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the largest RSS since start or the last reset_peak()."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -125,7 +125,8 @@ def test_queue_overflow_triggers_a_full_check(agent: AgentProc) -> None:
     finally:
         os.kill(agent.pid, signal.SIGCONT)
     _repaired(agent, MOTD, "hello\n")
-    assert agent.status()["events"]["overflows"] == 1
+    status = agent.status()
+    assert status["events"]["overflows"] == 1, status["events"]
     rescans = [e for e in _journal(agent) if e.outcome == "rescan"]
     assert rescans and "overflow" in rescans[-1].cause
 

@@ -203,3 +203,65 @@ def test_refused_watch_is_reported_not_ignored() -> None:
         shutil.rmtree(top)
     assert failures == {"file:/x": f"cannot watch {secret}: Permission denied"}
     assert unwatched == 1
+
+
+def test_own_repair_rename_is_recognised_not_a_change(tmp_path: Path, watcher) -> None:
+    target = _managed(tmp_path, watcher)
+    tmp = target.with_name(f".{target.name}.undistro-tmp")
+    tmp.write_text("hello\n")
+    os.rename(tmp, target)  # what the engine's flush does
+    batch = _read(watcher)
+    assert batch.events > 0 and not batch
+    assert watcher.stats()["own_writes"] == 1
+    # Someone else's write right after is a change, as is their own rename.
+    target.write_text("drift\n")
+    assert list(_read(watcher).changed) == ["file:/etc/motd"]
+    other = target.with_name(".motd.editor-tmp")
+    other.write_text("x\n")
+    os.rename(other, target)
+    assert _read(watcher).changed["file:/etc/motd"].startswith("moved_to")
+
+
+def test_rename_from_another_files_temp_name_is_a_change(tmp_path: Path, watcher) -> None:
+    target = _managed(tmp_path, watcher)
+    tmp = target.with_name(".issue.undistro-tmp")  # ours, but for another file
+    tmp.write_text("x\n")
+    os.rename(tmp, target)
+    assert list(_read(watcher).changed) == ["file:/etc/motd"]
+
+
+def test_editor_scratch_files_do_not_concern_the_policy(tmp_path: Path, watcher) -> None:
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    watcher.declare("@policy", [Watch("tree", str(policy))], mask=SETTLED_MASK, scratch=False)
+    watcher.declare("tree-user", [Watch("tree", str(policy))], mask=SETTLED_MASK)
+    assert watcher.sync() == {}
+    for name in ("sedAb12Cd", ".#main.toml", "main.toml~", ".main.toml.swp", "4913"):
+        (policy / name).write_text("scratch\n")
+        (policy / name).unlink()
+    batch = _read(watcher)
+    assert "@policy" not in batch.changed
+    assert "tree-user" in batch.changed  # only keys that opt out ignore them
+    (policy / "sedXy34Zw").write_text("edited\n")
+    os.rename(policy / "sedXy34Zw", policy / "main.toml")  # sed -i's final step
+    batch = _read(watcher)
+    assert batch.changed["@policy"] == f"moved_to {policy / 'main.toml'}"
+
+
+def test_directory_created_while_its_ancestor_is_being_watched_is_not_missed(
+    tmp_path: Path, watcher
+) -> None:
+    target = tmp_path / "etc" / "app" / "app.conf"
+    watcher.declare("file:/etc/app/app.conf", [Watch("path", str(target))])
+    real_add = watcher._ino.add_watch
+
+    def racing_add(path: str, mask: int) -> int:
+        if path == str(tmp_path):  # the ancestor: someone creates etc/app right now
+            target.parent.mkdir(parents=True, exist_ok=True)
+        return real_add(path, mask)
+
+    watcher._ino.add_watch = racing_add  # type: ignore[method-assign]
+    assert watcher.sync() == {}
+    assert str(target.parent) in watcher._wd_of  # placed deeper after all
+    target.write_text("x\n")
+    assert list(_read(watcher).changed) == ["file:/etc/app/app.conf"]

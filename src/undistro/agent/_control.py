@@ -35,14 +35,20 @@ class ControlServer:
         self._server: asyncio.base_events.Server | None = None
         self.requests = 0
 
-    async def start(self) -> None:
-        """Bind the socket; refuse if another agent already answers on it."""
+    def claim(self) -> None:
+        """Refuse (AgentError) if another agent already answers on the
+        socket: called before the agent touches anything."""
         if len(os.fsencode(self.path)) > _MAX_SOCKET_PATH:
             raise AgentError(f"control socket path too long for a Unix socket: {self.path}")
+        state_dir = os.path.dirname(self.path)
+        if os.path.exists(self.path) and try_agent(state_dir, {"op": "ping"}, timeout=2):
+            raise AgentError(f"another agent already runs on {self.path}")
+
+    async def start(self) -> None:
+        """Bind the socket; refuse if another agent already answers on it."""
+        self.claim()
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         if os.path.exists(self.path):
-            if try_agent(os.path.dirname(self.path), {"op": "ping"}, timeout=2) is not None:
-                raise AgentError(f"another agent already runs on {self.path}")
             os.unlink(self.path)  # left by an agent that died
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old_umask = os.umask(0o177)  # born 0600: no window where others may connect
@@ -78,9 +84,12 @@ class ControlServer:
         return self._handler(request)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        """Stop serving and remove the socket (only if this server bound it:
+        a refused second agent leaves the first one's alone)."""
+        if self._server is None:
+            return
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)

@@ -5,25 +5,46 @@ Kept apart from the event loop so the daemon deals in ids and causes only.
 A batch of events is converged in one engine run, so a burst pays one
 durable flush rather than one per file, and each repair is still journalled
 with the event that caused it (the engine takes a cause per resource).
+
+Everything here may be stopped from the loop's thread (:meth:`Converger.cancel`,
+on SIGTERM): big work runs in a forked child, which is killed; small work
+runs in chunks of at most ``CHUNK`` resources, and stops between chunks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Collection, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from undistro.agent._compile import compile_policy
 from undistro.agent._forked import in_child
 from undistro.engine import Engine, RunSummary, check_reserved
-from undistro.errors import PolicyError
+from undistro.errors import ApplyError, PolicyError
 from undistro.policy import Node, Policy, cache_key, load_node, load_policy
 from undistro.resources import Resource, ServiceControl, Watch
 from undistro.state import JournalEntry, StateStore, new_run_id
 
-IN_CHILD_AT = 1000
+IN_CHILD_AT = 250
 """Runs checking this many resources or more fork (see ``_forked``)."""
+
+CHUNK = 250
+"""At most this many resources per engine run in the agent's own process
+(with services): a SIGTERM waits for one chunk at most."""
+
+COMPILE_DEADLINE = 30.0
+"""Seconds a policy compile may take before it is killed and rejected."""
+
+COMPILE_MEMORY = 1 << 30
+"""Bytes a policy compile may map beyond the agent's own (then MemoryError)."""
+
+REPORTS = ("quiet", "diff", "plain")
+"""What an ``apply`` through the agent may ask to be printed."""
 
 AGENT_RESOURCE = "agent"
 """The journal's resource column for what the agent itself did or refused."""
@@ -41,6 +62,27 @@ class Outcome:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A policy compiled into the cache, not yet in force."""
+
+    node: Node
+    facts: dict[str, Any]
+    key: bytes
+
+
+@dataclass(slots=True)
+class Checked:
+    """What one agent run found, kept small: resources found kept are only
+    counted, unless the caller remembers something about them."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    kept: int = 0
+    reports: dict[str, str] = field(default_factory=dict)
+    ok: bool = True
+    cancelled: bool = False
 
 
 class Converger:
@@ -67,6 +109,9 @@ class Converger:
         self._facts: dict[str, Any] = {}
         self._key = b""
         self.services: ServiceControl | None = None
+        self._cancelled = threading.Event()
+        self._children: set[int] = set()
+        self._child_lock = threading.Lock()
 
     def host_services(self, services: ServiceControl) -> None:
         """Drive ``[[service]]`` resources through ``services`` from now on
@@ -108,32 +153,96 @@ class Converger:
     def reload(self) -> tuple[Policy, bool]:
         """Re-read node config and policy; swap them in only if all is valid.
 
-        Returns the policy in force and whether it changed. On PolicyError the
-        previous policy stays in force. Compiling happens in a forked child
-        that leaves the result in the policy cache (see ``_forked``); the
-        agent then loads that.
+        Returns the policy in force and whether it changed. On PolicyError
+        the previous policy stays in force. :meth:`compile` then
+        :meth:`swap`, which the agent calls apart (the first beside runs).
         """
-        node = load_node(self.root, self._node_config, self._tags)
-        facts = node.facts()
-        key = cache_key(self.policy_dir, node, facts)  # every input's lstat, the facts
-        if self._policy is not None and key == self._key:
-            return self._policy, False
-        problems = list(in_child(lambda: self._compile(node, facts)))
+        candidate = self.compile()
+        if candidate is None:
+            return self.policy, False
+        return self.swap(candidate), True
+
+    def compile(self) -> Candidate | None:
+        """Validate and compile the policy as it is on disk now, into the
+        policy cache; None if nothing changed since the policy in force.
+
+        Safe beside a run in another thread: it reads the policy, forks a
+        child to compile it (with a deadline and a memory cap) and touches
+        neither the engine nor the state store. Any failure (a template
+        that exhausts memory, a FIFO that blocks, a bug) is a PolicyError,
+        of one line if it was not one already.
+        """
+        try:
+            node = load_node(self.root, self._node_config, self._tags)
+            facts = node.facts()
+            key = cache_key(self.policy_dir, node, facts)  # every input's lstat, the facts
+            if self._policy is not None and key == self._key:
+                return None
+            problems = compile_policy(
+                self.policy_dir,
+                root=self.root,
+                state_dir=self.state_dir,
+                node_config=self._node_config,
+                tags=self._tags,
+                deadline=COMPILE_DEADLINE,
+                memory=COMPILE_MEMORY,
+                started=self._started,
+                ended=self._ended,
+            )
+        except PolicyError:
+            raise
+        except Exception as exc:
+            raise PolicyError([f"{self.policy_dir}: {_one_line(exc)}"]) from None
         if problems:
             raise PolicyError(problems)
-        policy = load_policy(self.policy_dir, node, facts, cache_dir=self.state_dir)
-        check_reserved(policy, self.root, self.state_dir)  # before the swap: keep the old
-        self.node, self._policy, self._facts, self._key = node, policy, facts, key
-        self._engine = self._new_engine(policy, self.store)
-        return policy, True
+        return Candidate(node, facts, key)
 
-    def _compile(self, node: Node, facts: dict[str, Any]) -> list[str]:
-        """In the child: compile into the cache; the problems, if any."""
+    def swap(self, candidate: Candidate) -> Policy:
+        """Put a compiled candidate in force (between runs: the engine
+        changes). Raises PolicyError and keeps the old policy if the
+        compiled result cannot be loaded."""
+        if self._policy is not None and candidate.key == self._key:
+            return self._policy
+        node, facts = candidate.node, candidate.facts
         try:
-            load_policy(self.policy_dir, node, facts, cache_dir=self.state_dir)
-        except PolicyError as exc:
-            return exc.problems
-        return []
+            policy = load_policy(self.policy_dir, node, facts, cache_dir=self.state_dir)
+        except PolicyError:
+            raise
+        except Exception as exc:
+            raise PolicyError([f"{self.policy_dir}: {_one_line(exc)}"]) from None
+        check_reserved(policy, self.root, self.state_dir)  # before the swap: keep the old
+        self.node, self._policy, self._facts, self._key = node, policy, facts, candidate.key
+        self._engine = self._new_engine(policy, self.store)
+        trim_memory()  # the old policy and the unpickling's garbage
+        return policy
+
+    # -- stopping ---------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the work in progress as soon as it can be (any thread): a
+        child is killed, a run in chunks stops before its next chunk. Later
+        work is refused until :meth:`resume`."""
+        self._cancelled.set()
+        with self._child_lock:
+            for pid in self._children:
+                _kill(pid)
+
+    def resume(self) -> None:
+        self._cancelled.clear()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def _started(self, pid: int) -> None:
+        with self._child_lock:
+            self._children.add(pid)
+            if self._cancelled.is_set():
+                _kill(pid)
+
+    def _ended(self, pid: int) -> None:
+        with self._child_lock:
+            self._children.discard(pid)
 
     def extra_inputs(self) -> list[str]:
         """Files outside the policy directory that the policy depends on."""
@@ -143,48 +252,72 @@ class Converger:
         """The resource's watches, rebased under the root."""
         return [Watch(w.kind, _rebase(self.root, w.target)) for w in resource.watches()]
 
-    def run(self, only: set[str] | None, causes: dict[str, str], label: str) -> Iterator[Outcome]:
-        """Check ``only`` (all when None) and repair what drifted, in one
-        engine run (one durable flush for the whole batch).
+    def run(
+        self,
+        only: set[str] | None,
+        causes: dict[str, str],
+        label: str,
+        *,
+        remembered: Collection[str] = (),
+        reports: Collection[str] = (),
+    ) -> Checked:
+        """Check ``only`` (all when None) and repair what drifted.
 
         ``causes`` gives each id its event; ids without one get ``label``.
-        Runs of ``IN_CHILD_AT`` resources or more happen in a forked child
-        so that their transient memory never stays in the agent; their
-        outcomes stream back one by one — unless the policy holds services:
-        those belong to the agent process (its pidfds, its notify sockets),
-        never to a child that exits.
+        Resources found kept are counted, and listed only if in
+        ``remembered``. ``reports`` (of ``REPORTS``) asks for what
+        ``undistro apply`` would print. Runs of ``IN_CHILD_AT`` resources or
+        more happen in a forked child so that their transient memory never
+        stays in the agent (and :meth:`cancel` can kill them) — unless the
+        policy holds services: those belong to the agent process (its
+        pidfds, its notify sockets), never to a child that exits; such runs
+        go in chunks (a full run stays whole: its skips follow failures).
         """
         assert self._engine is not None
+        checked = Checked()
+        if self.cancelled:
+            checked.cancelled = True
+            return checked
         size = len(self.policy.resources) if only is None else len(only)
         if size >= IN_CHILD_AT and not self.service_names():
-            rows: Iterable[list[Any]] = in_child(
-                lambda: self._rows(self._fresh_engine(), only, causes, label)
+            engine = self._fresh_engine
+            rows = in_child(
+                lambda: _rows(engine(), only, causes, label, remembered, reports),
+                started=self._started,
+                ended=self._ended,
             )
-        else:
-            rows = self._rows(self._engine, only, causes, label)
-        for rid, status, actions, error in rows:
-            yield Outcome(rid, status, causes.get(rid, label), tuple(actions), error)
+            try:
+                for row in rows:
+                    _take(checked, row, causes, label)
+            except ApplyError:
+                if not self.cancelled:
+                    raise
+                checked.cancelled = True
+            return checked
+        for part in self._chunks(only):
+            if self.cancelled:
+                checked.cancelled = True
+                break
+            for row in _rows(self._engine, part, causes, label, remembered, reports):
+                _take(checked, row, causes, label)
+        if size >= 100:
+            trim_memory()
+        return checked
 
-    @staticmethod
-    def _rows(
-        engine: Engine, only: set[str] | None, causes: dict[str, str], label: str
-    ) -> Iterator[list[Any]]:
-        # Each repair is journalled with its own event: one engine run (one
-        # durable flush) for the batch, one cause per resource.
-        summary = engine.run(only, cause=label, causes=causes)
-        for r in summary.results.values():
-            yield [r.id, r.status, r.actions, r.error]
+    def _chunks(self, only: set[str] | None) -> Iterator[set[str] | None]:
+        """``only`` in runs of at most ``CHUNK``, requirements first."""
+        if only is None or len(only) <= CHUNK:
+            yield only
+            return
+        graph = self.policy.graph
+        ordered = sorted(only & graph.level.keys(), key=graph.level.__getitem__)
+        for i in range(0, len(ordered), CHUNK):
+            yield set(ordered[i : i + CHUNK])
 
     def _fresh_engine(self) -> Engine:
         """The engine of the policy in force, on a state-store connection of
         its own (for a forked child)."""
         return self._new_engine(self.policy, StateStore(self.state_dir))
-
-    def apply(self, cause: str) -> RunSummary:
-        """A full run, as ``undistro apply`` does it (the agent's own engine,
-        so it never races the agent's repairs)."""
-        assert self._engine is not None
-        return self._engine.run(None, cause=cause)
 
     def journal_agent(self, outcome: str, *causes: str, error: str | None = None) -> None:
         """Record what the agent itself did or refused (not a resource's
@@ -199,6 +332,81 @@ class Converger:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _rows(
+    engine: Engine,
+    only: set[str] | None,
+    causes: dict[str, str],
+    label: str,
+    remembered: Collection[str],
+    reports: Collection[str],
+) -> Iterator[list[Any]]:
+    """One engine run as JSON rows: ``["o", id, status, actions, error]`` per
+    result worth sending, ``["k", n]`` for the rest, ``["r", kind, text]``
+    per report, ``["ok", bool]``. Each repair is journalled with its own
+    event: one engine run (one durable flush), one cause per resource."""
+    summary = engine.run(only, cause=label, causes=causes)
+    kept = 0
+    for r in summary.results.values():
+        if r.status == "kept" and r.id not in remembered:
+            kept += 1
+        else:
+            yield ["o", r.id, r.status, r.actions, r.error]
+    yield ["k", kept]
+    for kind in reports:
+        yield ["r", kind, _report(summary, kind)]
+    yield ["ok", summary.ok]
+
+
+def _take(checked: Checked, row: list[Any], causes: dict[str, str], label: str) -> None:
+    tag = row[0]
+    if tag == "o":
+        _, rid, status, actions, error = row
+        checked.outcomes.append(Outcome(rid, status, causes.get(rid, label), tuple(actions), error))
+    elif tag == "k":
+        checked.kept += row[1]
+    elif tag == "r":
+        checked.reports[row[1]] = row[2]
+    elif tag == "ok":
+        checked.ok = checked.ok and row[1]
+
+
+def _report(summary: RunSummary, kind: str) -> str:
+    """What ``undistro apply`` prints for ``summary`` (``kind``: REPORTS)."""
+    from io import StringIO
+
+    from undistro.commands._report import print_run, summary_line
+
+    if kind == "quiet":
+        return summary_line(summary) + "\n"
+    out = StringIO()
+    print_run(summary, out, show_diffs=kind == "diff")
+    return out.getvalue()
+
+
+def trim_memory() -> None:
+    """Give the heap's free pages back to the system after big work:
+    CPython and glibc would otherwise keep a burst's peak resident for ever.
+    A full collection, then ``malloc_trim(0)``: a few ms."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > 200:
+        text = text[:200] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _rebase(root: str, path: str) -> str:

@@ -8,6 +8,7 @@ socket and start in a few milliseconds.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -127,7 +128,13 @@ def run_agent(args: argparse.Namespace) -> int:
         node_config=args.node_config,
         tags=tuple(args.tag),
     )
-    return asyncio.run(Agent(converger, audit_every=session.node.audit_every).run())
+    code = asyncio.run(Agent(converger, audit_every=session.node.audit_every).run())
+    # Stopped cleanly: the state is committed and closed, the socket gone.
+    # Tearing down the interpreter would free every object of the policy
+    # one by one (0.1-0.2 s at 10,000 resources) between SIGTERM and exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run_status(args: argparse.Namespace) -> int:

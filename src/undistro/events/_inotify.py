@@ -19,12 +19,28 @@ watch (the directory was removed or moved), a watch the kernel refuses
 (``max_user_watches``, permissions) and a queue overflow all end up in
 :attr:`Batch.rescan` or :attr:`Batch.overflow`, which the agent answers with a
 full check of what they cover and a journal entry.
+
+Two kinds of events concern nobody, and dropping them is what keeps a burst
+from feeding itself:
+
+* **The agent's own repairs.** A repaired file is written to a temp name
+  beside it (``.NAME.…undistro-tmp``) and renamed over ``NAME``: the kernel
+  reports ``moved_from`` of the temp name and ``moved_to`` of ``NAME`` with
+  the same cookie. Exactly that ``moved_to`` is dropped; any other event on
+  ``NAME`` (a write, someone else's rename, a chmod) still counts, so a real
+  change landing right after a repair is never hidden, and there is no time
+  window to tune.
+* **Editors' and ``sed -i``'s scratch files** in inputs declared with
+  ``scratch=False`` (the policy directory): ``.#x``, ``x~``, ``.x.swp``,
+  ``sedAB12cd``, vim's ``4913``, any dotfile. Only the rename onto the real
+  name is the edit.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -49,6 +65,20 @@ reacting to ``create``/``modify`` would read a half-written file."""
 _SELF_MASK = b.IN_DELETE_SELF | b.IN_MOVE_SELF | b.IN_ONLYDIR | b.IN_EXCL_UNLINK
 _STRUCTURE = b.IN_CREATE | b.IN_DELETE | b.IN_MOVED_FROM | b.IN_MOVED_TO
 _LOST = b.IN_IGNORED | b.IN_DELETE_SELF | b.IN_MOVE_SELF | b.IN_UNMOUNT
+_OWN_TEMP = "undistro-tmp"
+_SCRATCH = re.compile(r"^(\..*|.*~|.*\.sw[a-p]x?|sed[A-Za-z0-9]{6}|4913|#.*#)$")
+_MAX_OWN = 4096  # pending renames remembered between two reads (bounded)
+_SYNC_ROUNDS = 8  # each round goes deeper; what is left waits for the next sync
+
+
+def is_scratch(name: str) -> bool:
+    """An editor's or ``sed -i``'s temp file, a backup, or a dotfile."""
+    return _SCRATCH.match(name) is not None
+
+
+def is_own_temp(temp: str, final: str) -> bool:
+    """``temp`` is the name undistro writes ``final``'s new content under."""
+    return temp.startswith(f".{final}.") and _OWN_TEMP in temp
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +88,7 @@ class _Interest:
     key: str
     name: str | None
     mask: int
+    scratch: bool = True
 
 
 @dataclass(slots=True)
@@ -89,7 +120,7 @@ class PathWatcher:
 
     def __init__(self) -> None:
         self._ino = b.Inotify()
-        self._decl: dict[str, list[tuple[str, str | None, int]]] = {}
+        self._decl: dict[str, list[tuple[str, str | None, int, bool]]] = {}
         # directory -> interests in it, as declared (the directory may not exist)
         self._wanted: dict[str, list[_Interest]] = {}
         # directory actually watched -> its wd, and the reverse
@@ -101,34 +132,47 @@ class PathWatcher:
         self._dirty = True
         self.failed: dict[str, str] = {}
         self.placed: dict[str, str] = {}
-        self._counts = {"events": 0, "batches": 0, "overflows": 0, "lost_watches": 0}
+        # cookie -> (wd, temp name) of a rename away from one of our temp names
+        self._own_moves: dict[int, tuple[int, str]] = {}
+        self._counts = {
+            "events": 0,
+            "batches": 0,
+            "overflows": 0,
+            "lost_watches": 0,
+            "own_writes": 0,
+            "scratch_events": 0,
+        }
 
     # -- declarations ---------------------------------------------------------
 
-    def declare(self, key: str, watches: Iterable[Watch], *, mask: int = ENTRY_MASK) -> None:
+    def declare(
+        self, key: str, watches: Iterable[Watch], *, mask: int = ENTRY_MASK, scratch: bool = True
+    ) -> None:
         """Declare (replacing any previous declaration) what ``key`` watches.
 
-        Kinds other than ``path`` and ``tree`` belong to other event sources
-        and are ignored here.
+        ``scratch=False``: entries named like editors' temp files (see
+        :func:`is_scratch`) do not concern ``key``. Kinds other than
+        ``path`` and ``tree`` belong to other event sources and are ignored
+        here.
         """
-        decl: list[tuple[str, str | None, int]] = []
+        decl: list[tuple[str, str | None, int, bool]] = []
         for watch in watches:
             target = os.path.normpath(watch.target)
             if watch.kind == "path":
                 parent, name = os.path.split(target)
-                decl.append((parent or "/", name or None, mask))
+                decl.append((parent or "/", name or None, mask, scratch))
             elif watch.kind == "tree":
-                decl.append((target, None, mask))
+                decl.append((target, None, mask, scratch))
         if self._decl.get(key) != decl:
             self.forget(key)
             self._decl[key] = decl
-            for directory, entry, m in decl:
-                self._wanted.setdefault(directory, []).append(_Interest(key, entry, m))
+            for directory, entry, m, s in decl:
+                self._wanted.setdefault(directory, []).append(_Interest(key, entry, m, s))
             self._dirty = True
 
     def forget(self, key: str) -> None:
         """Forget ``key``; its kernel watches go at the next :meth:`sync`."""
-        for directory, _name, _mask in self._decl.pop(key, ()):
+        for directory, *_ in self._decl.pop(key, ()):
             kept = [i for i in self._wanted.get(directory, ()) if i.key != key]
             if kept:
                 self._wanted[directory] = kept
@@ -150,12 +194,24 @@ class PathWatcher:
         ``placed`` then holds the keys served by a directory watched anew:
         whatever changed there before the watch existed was not seen, so
         they are to be checked once more (watch first, then check).
+
+        A missing directory created between our look and the ancestor's
+        watch would never be reported; so once the watches are in place,
+        each missing child is looked at again, and if it appeared the
+        watches are placed again, deeper (a few rounds at most).
         """
         self.placed = {}
-        if not self._dirty:
-            return {}
-        self._dirty = False
+        failures: dict[str, str] = {}
+        for _ in range(_SYNC_ROUNDS):
+            if not self._dirty:
+                break
+            self._dirty = False
+            failures = self._sync_once()
+        return failures
+
+    def _sync_once(self) -> dict[str, str]:
         served: dict[str, list[_Interest]] = {}
+        proxies: set[str] = set()
         exists: dict[str, bool] = {}
         for directory, interests in self._wanted.items():
             where, child = _nearest_existing(directory, exists)
@@ -163,8 +219,9 @@ class PathWatcher:
                 served.setdefault(where, []).extend(interests)
             else:
                 # Watch the ancestor for the missing child's arrival.
+                proxies.add(os.path.join(where, child))
                 served.setdefault(where, []).extend(
-                    _Interest(i.key, child, _STRUCTURE | b.IN_ATTRIB) for i in interests
+                    _Interest(i.key, child, _STRUCTURE | b.IN_ATTRIB, i.scratch) for i in interests
                 )
         failures: dict[str, str] = {}
         for directory in [d for d in self._wd_of if d not in served]:
@@ -195,6 +252,8 @@ class PathWatcher:
             self._dir_of[wd] = directory
         self._served = served
         self.failed = failures
+        if any(os.path.isdir(p) for p in proxies):
+            self._dirty = True  # it appeared before our watch could see it
         return failures
 
     def _unwatch(self, directory: str) -> None:
@@ -216,6 +275,7 @@ class PathWatcher:
         for event in raw:
             if event.mask & b.IN_Q_OVERFLOW:
                 batch.overflow = True
+                self._own_moves.clear()  # a pair may have been cut: count both halves
                 continue
             directory = self._dir_of.get(event.wd)
             if directory is None:
@@ -223,8 +283,15 @@ class PathWatcher:
             if event.mask & _LOST:
                 self._lose(directory, event.wd, event.mask, batch)
                 continue
+            if self._own_rename(event):
+                continue  # our repair landing: the check that wrote it knows
+            scratch = is_scratch(event.name) if event.name else False
+            if scratch:
+                self._counts["scratch_events"] += 1
             path = os.path.join(directory, event.name) if event.name else directory
             for interest in self._served.get(directory, ()):
+                if scratch and not interest.scratch:
+                    continue
                 if event.mask & interest.mask and interest.name in (None, event.name):
                     batch.changed.setdefault(interest.key, f"{b.describe(event.mask)} {path}")
             if event.mask & b.IN_ISDIR and event.mask & _STRUCTURE:
@@ -238,6 +305,21 @@ class PathWatcher:
             self._counts["overflows"] += 1
             self._dirty = True
         return batch
+
+    def _own_rename(self, event: b.RawEvent) -> bool:
+        """Whether ``event`` is the ``moved_to`` half of our own repair's
+        rename (the ``moved_from`` half, of our temp name, is remembered)."""
+        if event.mask & b.IN_MOVED_FROM and _OWN_TEMP in event.name and event.cookie:
+            if len(self._own_moves) >= _MAX_OWN:
+                self._own_moves.clear()  # only ever costs a paired check
+            self._own_moves[event.cookie] = (event.wd, event.name)
+            return False
+        if event.mask & b.IN_MOVED_TO and event.cookie:
+            source = self._own_moves.pop(event.cookie, None)
+            if source is not None and source[0] == event.wd and is_own_temp(source[1], event.name):
+                self._counts["own_writes"] += 1
+                return True
+        return False
 
     def _lose(self, directory: str, wd: int, mask: int, batch: Batch) -> None:
         """The directory behind ``wd`` is gone or moved: whoever relied on the
