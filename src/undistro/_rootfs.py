@@ -81,6 +81,22 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
+def is_temp_of(temp: str, final: str) -> bool:
+    """Whether ``temp`` is a name :func:`temp_name` (in any process) gives a
+    write of ``final``: the agent drops exactly the rename of such a name
+    onto ``final`` as its own repair."""
+    if not is_temp_name(temp):
+        return False
+    if temp == f".{final}{TEMP_SUFFIX}":  # earlier versions' fixed name
+        return True
+    cut = temp.rfind("~")
+    if cut <= 1:
+        return False
+    stem = temp[1:cut]
+    # A long name is cut so that the temp name fits NAME_MAX exactly.
+    return stem == final or (final.startswith(stem) and len(os.fsencode(temp)) == _NAME_MAX)
+
+
 def describe_mode(st_mode: int) -> str:
     """What kind of thing an lstat found, for a person."""
     for test, word in (

@@ -265,3 +265,29 @@ def test_directory_created_while_its_ancestor_is_being_watched_is_not_missed(
     assert str(target.parent) in watcher._wd_of  # placed deeper after all
     target.write_text("x\n")
     assert list(_read(watcher).changed) == ["file:/etc/app/app.conf"]
+
+
+@pytest.mark.parametrize(
+    ("temp", "final", "own"),
+    [
+        (".motd~123-abcdef-1f.undistro-tmp", "motd", True),
+        (".motd.undistro-tmp", "motd", True),  # earlier versions' fixed name
+        (".motdx~123-abcdef-1.undistro-tmp", "motd", False),
+        (".motd~123-abcdef-1.tmp", "motd", False),
+        ("motd~123-abcdef-1.undistro-tmp", "motd", False),
+    ],
+)
+def test_own_temp_names_are_what_the_writer_makes(temp: str, final: str, own: bool) -> None:
+    from undistro.events._inotify import is_own_temp
+
+    assert is_own_temp(temp, final) is own
+
+
+def test_own_temp_of_a_name_at_name_max() -> None:
+    from undistro._rootfs import temp_name
+    from undistro.events._inotify import is_own_temp
+
+    long = "n" * 255
+    temp = temp_name(long)
+    assert len(temp.encode()) == 255 and is_own_temp(temp, long)
+    assert is_own_temp(temp_name("motd"), "motd")

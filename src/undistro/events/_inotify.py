@@ -78,7 +78,9 @@ def is_scratch(name: str) -> bool:
 
 def is_own_temp(temp: str, final: str) -> bool:
     """``temp`` is the name undistro writes ``final``'s new content under."""
-    return temp.startswith(f".{final}.") and _OWN_TEMP in temp
+    from undistro._rootfs import is_temp_of
+
+    return is_temp_of(temp, final)
 
 
 @dataclass(frozen=True, slots=True)
