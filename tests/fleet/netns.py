@@ -87,6 +87,8 @@ def namespace_hosts(count: int, net: int = 1) -> Iterator[list[Host]]:
             _ip("-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
             _ip("-n", name, "link", "set", "eth0", "up")
             _ip("-n", name, "link", "set", "lo", "up")
+            # Multicast (Serf's mDNS discovery) stays on the test bridge.
+            _ip("-n", name, "route", "add", "224.0.0.0/4", "dev", "eth0")
             hosts.append(Host(name, i, address, switch, port))
         yield hosts
     finally:

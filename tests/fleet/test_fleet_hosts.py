@@ -22,7 +22,9 @@ UNDISTRO = str(Path(sys.executable).with_name("undistro"))
 
 
 class FleetNode:
-    def __init__(self, host: Host, tmp: Path, fleet: Path, seed: str, tags: list[str]) -> None:
+    def __init__(
+        self, host: Host, tmp: Path, fleet: Path, seed: str | None, tags: list[str]
+    ) -> None:
         self.host = host
         self.root = tmp / f"h{host.index}"
         (self.root / "etc/undistro").mkdir(parents=True)
@@ -31,8 +33,8 @@ class FleetNode:
             f"tags = {json.dumps(tags)}\n"
             "[fleet]\n"
             f'bind = "{host.address}:7946"\n'
-            f'retry_join = ["{seed}:7946"]\n'
-            'profile = "local"\n'
+            + (f'retry_join = ["{seed}:7946"]\n' if seed else 'discover = "undistro-test"\n')
+            + 'profile = "local"\n'
             f"sources = [{json.dumps(str(fleet / 'repo'))}]\n"
         )
         subprocess.run(
@@ -275,3 +277,23 @@ def test_signed_actions_on_real_agents(
     )  # fmt: skip
     assert subprocess.run(raw, capture_output=True).returncode == 0
     _wait(lambda: all(journalled(n, "replayed") for n in three), 15, "replay refused")
+
+
+def test_nodes_find_each_other_by_mdns_inside_their_namespaces(
+    short_tmp: Path, fleet_dir: Path, policy: PolicyDir
+) -> None:
+    """`discover` (Serf's mDNS) with no seeds at all — only ever on the test
+    hosts' own bridge, never on the host's real interface."""
+    with namespace_hosts(3, net=3) as hosts:
+        nodes = [FleetNode(h, short_tmp, fleet_dir, None, ["web"]) for h in hosts]
+        try:
+            for node in nodes:
+                node.start()
+            _wait(lambda: _alive(nodes[0]) == 3, 60, "3 members found by mDNS")
+            _motd(policy, "found")
+            out = nodes[2].run("fleet", "push", str(policy), "--fleet", str(fleet_dir))
+            assert out.returncode == 0, out.stderr
+            _wait(lambda: all(n.motd() == "found\n" for n in nodes), 20, "the revision everywhere")
+        finally:
+            for node in nodes:
+                node.stop()
