@@ -98,7 +98,7 @@ async def _joined(rpc: str, count: int) -> None:
     from undistro.fleet import SerfClient
 
     async with await SerfClient.connect(rpc) as client:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 40  # a rejoin after kill -9 waits on failure detection
         while len([m for m in await client.members() if m.status == "alive"]) < count:
             assert time.monotonic() < deadline, "the fleet never formed"
             await asyncio.sleep(0.1)

@@ -6,6 +6,7 @@ wrote outside the root before paths were resolved by ``undistro._rootfs``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -201,10 +202,12 @@ def test_agent_never_repairs_a_file_through_a_swapped_in_symlink(
     agent.path("/etc/d").rename(agent.path("/etc/d.moved"))
     agent.path("/etc/d").symlink_to(outside)
     wait_until(lambda: "failed directory:/etc/d" in agent.log(), what="directory failed")
-    wait_until(
-        lambda: "file:/etc/d/s.conf" in agent.log().split("failed directory:/etc/d", 1)[1],
-        what="file checked",
-    )
+
+    def file_checked() -> bool:  # skipped results are not logged, only shown
+        state = agent.status()["resources"].get("file:/etc/d/s.conf", {}).get("state")
+        return state in ("failed", "skipped")
+
+    wait_until(file_checked, what="file checked")
     # Poke the file's parent as a writer would: still nothing outside.
     (agent.path("/etc/d.moved") / "s.conf").write_text("drift\n")
     untouched(outside)
@@ -587,8 +590,9 @@ def test_a_link_flipped_in_and_out_during_applies_never_leads_outside(
         deadline = time.monotonic() + 3
         runs = 0
         while time.monotonic() < deadline:
-            for f in (root / "etc").glob("f00*"):
-                f.unlink(missing_ok=True)  # something to write each run
+            with contextlib.suppress(FileNotFoundError):  # ROOT/etc is mid-flip
+                for f in (root / "etc").glob("f00*"):
+                    f.unlink(missing_ok=True)  # something to write each run
             cli("apply", policy, "--root", root, "-q", "--no-diff")
             runs += 1
     finally:
