@@ -24,6 +24,7 @@ from typing import Any
 
 from undistro.policy._model import Policy
 from undistro.policy._node import Node
+from undistro.policy._read import walk
 
 CACHE_NAME = "policy.cache"
 _MAGIC = b"undistro-policy-cache 2\n"  # bump when compiled objects change shape
@@ -37,7 +38,7 @@ def cache_key(policy_dir: str, node: Node, facts: Mapping[str, Any]) -> bytes:
         repr(sorted(facts.items())),
         repr(sorted(node.vars.items())),
     ]
-    for rel, st in _walk(policy_dir):
+    for rel, st in walk(policy_dir)[0]:
         parts.append(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}")
     return "\n".join(parts).encode("utf-8", "surrogateescape")
 
@@ -106,25 +107,3 @@ def _write(path: str, key: bytes, policy: Policy) -> None:
     except (OSError, pickle.PicklingError, RecursionError):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-
-
-def _walk(top: str) -> list[tuple[str, os.stat_result]]:
-    out: list[tuple[str, os.stat_result]] = []
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        try:
-            entries = list(os.scandir(os.path.join(top, rel)))
-        except OSError:
-            continue
-        for entry in entries:
-            sub = f"{rel}/{entry.name}" if rel else entry.name
-            try:
-                st = entry.stat(follow_symlinks=True)
-            except OSError:
-                continue
-            out.append((sub, st))
-            if entry.is_dir(follow_symlinks=True):
-                stack.append(sub)
-    out.sort(key=lambda item: item[0])
-    return out

@@ -1,49 +1,355 @@
-"""Sandboxed Jinja2 rendering of ``templates/`` with the node's facts.
+"""Sandboxed, bounded Jinja2 rendering of ``templates/`` with the node's facts.
 
 Jinja2 costs ~5 MB and ~30 ms to import, so it is imported only when a
 policy is compiled (a cached policy never pays it). Undefined variables are
 errors, not empty strings: a typo must not ship an empty config.
+
+Jinja2's sandbox stops a template from reaching Python's internals, not from
+eating the machine: ``{{ 'a' * 10**12 }}`` asks for a terabyte and two nested
+``range(100000)`` loops run for hours. A template that does so is refused
+with one line naming it and the limit it hit:
+
+- **output**: at most ``MAX_OUTPUT`` characters per template, counted as
+  the text is produced; the operations that can build a large value in one
+  step (``*``, ``+``, ``%``, ``**``, the padding filters and string methods,
+  macro results, ``namespace`` attributes) are checked *before* they
+  allocate, so no single step allocates much more than the limit either;
+- **time**: at most ``MAX_SECONDS`` of rendering per template. A watchdog
+  thread (one per compile, started on the first render) raises into the
+  rendering thread when the deadline passes; it interrupts pure-Python loops
+  that produce nothing, which no check between chunks could see;
+- ``range()`` is Jinja2's sandboxed one: at most 100,000 items.
+
+Templates and what they include are read through :mod:`._read`: regular
+files only, inside ``templates/``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from undistro.policy._read import MIB, read_regular
+
+MAX_OUTPUT = 16 * MIB  # characters a template may produce
+MAX_SECONDS = 5.0  # rendering time per template
+MAX_SOURCE = 16 * MIB  # bytes of one template file
+_MAX_POW_BITS = 1 << 16  # {{ 9 ** 10**9 }} would compute for minutes in C
+
+# Filters and str methods whose integer arguments size their result.
+_SIZING_FILTERS = frozenset({"center", "indent", "wordwrap", "truncate", "batch", "slice"})
+_SIZING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+# A width in a %-format or a str.format spec: '%99999999d', '{:>99999999}'.
+_WIDTHS = re.compile(r"%[-+ #0]*(\d+)|\{[^{}]*:[^{}\d]*(\d+)")
+
+
+class _Limit(Exception):
+    """A template went past a limit; the message says which."""
+
+
+class _Overrun(BaseException):
+    # Raised into the rendering thread by the watchdog. A BaseException, so
+    # that no ``except Exception`` inside Jinja2 or a filter swallows it.
+    pass
+
+
+class _Refused(Exception):
+    """A template (or one it includes) that may not be read."""
+
+    def __init__(self, template: str, reason: str) -> None:
+        self.template, self.reason = template, reason
+        super().__init__(f"{template}: {reason}")
 
 
 class TemplateRenderer:
-    def __init__(self, templates_dir: str, context: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        templates_dir: str,
+        context: Mapping[str, Any],
+        *,
+        max_output: int = MAX_OUTPUT,
+        max_seconds: float = MAX_SECONDS,
+    ) -> None:
         self.templates_dir = templates_dir
         self.context = context
+        self.max_output = max_output
+        self.max_seconds = max_seconds
         self._env: Any = None
+        self._watchdog: _Watchdog | None = None
 
     def render(self, relpath: str, extra: Mapping[str, Any]) -> str:
         import jinja2
-        from jinja2.sandbox import SandboxedEnvironment
 
-        if self._env is None:
-            self._env = SandboxedEnvironment(
-                loader=jinja2.FileSystemLoader(self.templates_dir),
-                undefined=jinja2.StrictUndefined,
-                autoescape=False,
-                keep_trailing_newline=True,
-            )
         shown = os.path.join("templates", relpath)
         try:
-            template = self._env.get_template(relpath)
-            return str(template.render({**self.context, **extra}))
-        except jinja2.TemplateNotFound:
-            raise ValueError(f"template not found: {shown}") from None
+            template = self._environment().get_template(relpath)
+            return self._generate(template, {**self.context, **extra}, shown)
+        except _Refused as exc:
+            if exc.template == relpath:
+                raise ValueError(f"{shown}: {exc.reason}") from None
+            raise ValueError(f"{shown}: cannot include {exc.template!r}: {exc.reason}") from None
+        except _Limit as exc:
+            raise ValueError(f"{shown}: {exc}") from None
+        except jinja2.TemplateNotFound as exc:
+            missing = os.path.join("templates", exc.name) if exc.name else shown
+            if missing == shown:
+                raise ValueError(f"template not found: {shown}") from None
+            raise ValueError(f"{shown}: included template not found: {missing}") from None
         except jinja2.TemplateSyntaxError as exc:
-            raise ValueError(
-                f"{shown}:{exc.lineno}: template syntax error: {exc.message}"
-            ) from None
+            where = os.path.join("templates", exc.name) if exc.name else shown
+            raise ValueError(f"{where}:{exc.lineno}: template syntax error: {exc.message}") from None
         except jinja2.UndefinedError as exc:
             raise ValueError(f"{shown}: undefined variable: {exc.message}") from None
         except jinja2.TemplateError as exc:
             raise ValueError(f"{shown}: template error: {exc}") from None
-        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
-            raise ValueError(f"{shown}: template error: {type(exc).__name__}: {exc}") from None
         except RecursionError:
             raise ValueError(f"{shown}: template error: too deeply nested") from None
+        except MemoryError:
+            raise ValueError(f"{shown}: template error: out of memory") from None
+        except (TypeError, ValueError, ArithmeticError, LookupError, SyntaxError) as exc:
+            raise ValueError(f"{shown}: template error: {type(exc).__name__}: {exc}") from None
+
+    def close(self) -> None:
+        """Stop the watchdog thread, if one was started."""
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+
+    def _generate(self, template: Any, context: dict[str, Any], shown: str) -> str:
+        if self._watchdog is None:
+            self._watchdog = _Watchdog()
+        chunks: list[str] = []
+        size = 0
+        with self._watchdog.limit(self.max_seconds, f"rendering took longer than {_secs(self)}"):
+            for chunk in template.generate(context):
+                size += len(chunk)
+                if size > self.max_output:
+                    raise _Limit(f"output larger than the limit of {_chars(self.max_output)}")
+                chunks.append(chunk)
+        return "".join(chunks)
+
+    def _environment(self) -> Any:
+        if self._env is None:
+            self._env = _make_environment(self.templates_dir, self.max_output)
+        return self._env
+
+
+def _make_environment(templates_dir: str, max_output: int) -> Any:
+    # Built here, not at import time: jinja2 is imported only on a compile.
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+    from jinja2.runtime import Context
+    from jinja2.utils import Namespace
+
+    def too_big(what: str) -> _Limit:
+        return _Limit(f"{what} would be larger than the limit of {_chars(max_output)}")
+
+    def check_size(value: Any, what: str) -> Any:
+        if isinstance(value, str | bytes | list | tuple | dict) and len(value) > max_output:
+            raise too_big(what)
+        return value
+
+    def check_widths(fmt: Any) -> None:
+        if isinstance(fmt, str):
+            for m in _WIDTHS.finditer(fmt):
+                if int(m.group(1) or m.group(2)) > max_output:
+                    raise too_big("a format width")
+
+    def check_ints(args: tuple[Any, ...], what: str) -> None:
+        for arg in args:
+            if isinstance(arg, int) and abs(arg) > max_output:
+                raise too_big(what)
+
+    class BoundedNamespace(Namespace):  # type: ignore[misc]
+        # {% set ns.s = ns.s ~ ns.s %} in a loop doubles a string per turn.
+        def __setitem__(self, name: str, value: Any) -> None:
+            super().__setitem__(name, check_size(value, f"namespace attribute '{name}'"))
+
+    class BoundedEnvironment(SandboxedEnvironment):  # type: ignore[misc]
+        intercepted_binops = frozenset({"*", "+", "%", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if isinstance(seq, str | bytes | list | tuple) and isinstance(n, int):
+                        if len(seq) * n > max_output:
+                            raise too_big(f"{_short(seq)} * {n}")
+            elif operator == "+":
+                if isinstance(left, str | bytes | list | tuple) and isinstance(
+                    right, str | bytes | list | tuple
+                ):
+                    if len(left) + len(right) > max_output:
+                        raise too_big("a sum")
+            elif operator == "%":
+                check_widths(left)
+            elif operator == "**" and isinstance(left, int) and isinstance(right, int):
+                if abs(left) > 1 and right > 0 and abs(left).bit_length() * right > _MAX_POW_BITS:
+                    raise _Limit(f"{left} ** {right} is too large a number")
+            return check_size(super().call_binop(context, operator, left, right), "a result")
+
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+            name = getattr(__obj, "__name__", "")
+            if isinstance(getattr(__obj, "__self__", None), str):
+                if name in _SIZING_METHODS:
+                    check_ints((*args, *kwargs.values()), f"str.{name}()")
+                elif name in ("format", "format_map"):
+                    check_widths(__obj.__self__)
+            elif name == "generate_lorem_ipsum":
+                check_ints((*args, *kwargs.values()), "lipsum()")
+            result = SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
+            return check_size(result, f"the result of {name or 'a call'}()")
+
+    def guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            # Jinja2 passes the environment or context first to some filters.
+            values = [a for a in args if not isinstance(a, jinja2.Environment | Context)]
+            check_ints((*values[1:], *kwargs.values()), f"the '{name}' filter")
+            if name == "format" and values:
+                check_widths(values[0])
+            return check_size(func(*args, **kwargs), f"the '{name}' filter")
+
+        guarded.__dict__.update(func.__dict__)  # the pass_context mark Jinja2 reads
+        return guarded
+
+    class PolicyLoader(jinja2.BaseLoader):  # type: ignore[misc]
+        """Reads only regular files inside ``templates/``: unlike
+        FileSystemLoader it never opens a FIFO or a device, and a refused
+        name is reported as itself, not as the template that included it."""
+
+        def get_source(self, environment: Any, template: str) -> tuple[str, str, Any]:
+            path = _template_path(templates_dir, template)
+            return _read_template(path, template), path, lambda: True
+
+    env = BoundedEnvironment(
+        loader=PolicyLoader(),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    env.globals["namespace"] = BoundedNamespace
+    env.filters = {
+        name: guard_filter(name, func) if name in _SIZING_FILTERS or name == "format" else func
+        for name, func in env.filters.items()
+    }
+    return env
+
+
+def _template_path(templates_dir: str, template: str) -> str:
+    parts = template.replace("\\", "/").split("/")
+    if template.startswith("/") or ".." in parts:
+        raise _Refused(template, "must stay inside templates/")
+    return os.path.join(templates_dir, *[p for p in parts if p not in ("", ".")])
+
+
+def _read_template(path: str, template: str) -> str:
+    import jinja2
+
+    try:
+        data = read_regular(path, MAX_SOURCE)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise jinja2.TemplateNotFound(template) from None
+    except ValueError as exc:
+        raise _Refused(template, str(exc)) from None
+    except OSError as exc:
+        raise _Refused(template, f"cannot read: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Refused(template, "not valid UTF-8") from None
+
+
+class _Watchdog:
+    """One thread that interrupts a render which overruns its deadline.
+
+    ``PyThreadState_SetAsyncExc`` makes the rendering thread raise
+    :class:`_Overrun` at its next bytecode boundary — the only way to stop
+    ``{% for i in x %}{% for j in x %}{% endfor %}{% endfor %}``, which calls
+    nothing and outputs nothing while it spins.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._target: tuple[int, float] | None = None  # (thread id, monotonic deadline)
+        self._fired = False
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="template-watchdog", daemon=True)
+        self._thread.start()
+
+    def limit(self, seconds: float, message: str) -> _Armed:
+        return _Armed(self, seconds, message)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _arm(self, seconds: float) -> None:
+        with self._cond:
+            self._target = (threading.get_ident(), time.monotonic() + seconds)
+            self._fired = False
+            self._cond.notify()
+
+    def _disarm(self) -> bool:
+        """True if the deadline passed (any pending interruption is cancelled)."""
+        with self._cond:
+            self._target = None
+            if self._fired:
+                _raise_in(threading.get_ident(), None)  # cancel it if not yet raised
+            return self._fired
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if self._target is None:
+                    self._cond.wait()
+                    continue
+                tid, when = self._target
+                left = when - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._target = None
+                self._fired = True
+                _raise_in(tid, _Overrun)
+
+
+class _Armed:
+    def __init__(self, dog: _Watchdog, seconds: float, message: str) -> None:
+        self.dog, self.seconds, self.message = dog, seconds, message
+
+    def __enter__(self) -> None:
+        self.dog._arm(self.seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            fired = self.dog._disarm()
+        except _Overrun:  # delivered while disarming
+            fired = True
+        if fired:
+            raise _Limit(self.message) from None
+
+
+def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 20 else text[:17] + "..."
+
+
+def _chars(n: int) -> str:
+    return f"{n // MIB} Mi characters" if n % MIB == 0 else f"{n} characters"
+
+
+def _secs(r: TemplateRenderer) -> str:
+    return f"the limit of {r.max_seconds:g} s"
