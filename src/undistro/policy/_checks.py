@@ -54,7 +54,8 @@ def check_paths(
         for path in own:
             problem = _length_problem(path, prefix, res.type_name in _ATOMIC_TYPES)
             if problem:
-                say(rid, problem)
+                field = res.name_key if path == res.name else "path"
+                say(rid, f"field '{field}': {problem}")
                 continue
             other = managed.get(path)
             if other is not None:
@@ -66,9 +67,9 @@ def check_paths(
                 written.setdefault(watch.target, rid)
 
     for path, writer in written.items():
-        rid = managed.get(path)
-        if rid is not None:
-            say(rid, f"path {path} is also written by {writer}, which edits that file itself")
+        owner = managed.get(path)
+        if owner is not None:
+            say(owner, f"path {path} is also written by {writer}, which edits that file itself")
 
     # A parent that is not a directory. Paths under P sort right after
     # "P/", so each non-directory needs one bisect, not a walk of every
@@ -86,7 +87,7 @@ def check_paths(
         if i < len(everything) and everything[i].startswith(inside):
             child = everything[i]
             holder = managed.get(child) or written[child]
-            how = "manages" if child in managed else "writes"
+            how = "manages" if path in managed else "writes"
             say(
                 holder,
                 f"path {child} is inside {path}, which {rid} {how} as a {kind}:"

@@ -278,6 +278,8 @@ def _read_toml(policy_dir: str, rel: str) -> dict[str, Any]:
         raise PolicyError(f"{rel}: nested more than {MAX_DEPTH} levels deep") from None
     except ValueError as exc:  # not a regular file, too large
         raise PolicyError(f"{rel}: {exc}") from None
+    except IsADirectoryError:
+        raise PolicyError(f"{rel}: a directory, not a file") from None
     except OSError as exc:
         raise PolicyError(f"{rel}: cannot read: {exc.strerror}") from None
     if too_deep(data, MAX_DEPTH):

@@ -13,6 +13,7 @@ read up to a size limit.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -50,7 +51,7 @@ def read_regular(path: str, limit: int) -> bytes:
 
 def _check(st: os.stat_result, limit: int) -> None:
     if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"not a regular file ({_kind(st.st_mode)})")
     if st.st_size > limit:

@@ -71,13 +71,13 @@ class TemplateRenderer:
         templates_dir: str,
         context: Mapping[str, Any],
         *,
-        max_output: int = MAX_OUTPUT,
-        max_seconds: float = MAX_SECONDS,
+        max_output: int | None = None,
+        max_seconds: float | None = None,
     ) -> None:
         self.templates_dir = templates_dir
         self.context = context
-        self.max_output = max_output
-        self.max_seconds = max_seconds
+        self.max_output = MAX_OUTPUT if max_output is None else max_output
+        self.max_seconds = MAX_SECONDS if max_seconds is None else max_seconds
         self._env: Any = None
         self._watchdog: _Watchdog | None = None
 
@@ -101,7 +101,9 @@ class TemplateRenderer:
             raise ValueError(f"{shown}: included template not found: {missing}") from None
         except jinja2.TemplateSyntaxError as exc:
             where = os.path.join("templates", exc.name) if exc.name else shown
-            raise ValueError(f"{where}:{exc.lineno}: template syntax error: {exc.message}") from None
+            raise ValueError(
+                f"{where}:{exc.lineno}: template syntax error: {exc.message}"
+            ) from None
         except jinja2.UndefinedError as exc:
             raise ValueError(f"{shown}: undefined variable: {exc.message}") from None
         except jinja2.TemplateError as exc:
@@ -141,8 +143,8 @@ class TemplateRenderer:
 def _make_environment(templates_dir: str, max_output: int) -> Any:
     # Built here, not at import time: jinja2 is imported only on a compile.
     import jinja2
-    from jinja2.sandbox import SandboxedEnvironment
     from jinja2.runtime import Context
+    from jinja2.sandbox import SandboxedEnvironment
     from jinja2.utils import Namespace
 
     def too_big(what: str) -> _Limit:
@@ -164,40 +166,32 @@ def _make_environment(templates_dir: str, max_output: int) -> Any:
             if isinstance(arg, int) and abs(arg) > max_output:
                 raise too_big(what)
 
-    class BoundedNamespace(Namespace):  # type: ignore[misc]
+    class BoundedNamespace(Namespace):
         # {% set ns.s = ns.s ~ ns.s %} in a loop doubles a string per turn.
         def __setitem__(self, name: str, value: Any) -> None:
             super().__setitem__(name, check_size(value, f"namespace attribute '{name}'"))
 
-    class BoundedEnvironment(SandboxedEnvironment):  # type: ignore[misc]
+    class BoundedEnvironment(SandboxedEnvironment):
         intercepted_binops = frozenset({"*", "+", "%", "**"})
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-            if operator == "*":
-                for seq, n in ((left, right), (right, left)):
-                    if isinstance(seq, str | bytes | list | tuple) and isinstance(n, int):
-                        if len(seq) * n > max_output:
-                            raise too_big(f"{_short(seq)} * {n}")
-            elif operator == "+":
-                if isinstance(left, str | bytes | list | tuple) and isinstance(
-                    right, str | bytes | list | tuple
-                ):
-                    if len(left) + len(right) > max_output:
-                        raise too_big("a sum")
-            elif operator == "%":
+            problem = _binop_problem(operator, left, right, max_output)
+            if problem == "width":
                 check_widths(left)
-            elif operator == "**" and isinstance(left, int) and isinstance(right, int):
-                if abs(left) > 1 and right > 0 and abs(left).bit_length() * right > _MAX_POW_BITS:
-                    raise _Limit(f"{left} ** {right} is too large a number")
+            elif problem:
+                raise _Limit(problem)
             return check_size(super().call_binop(context, operator, left, right), "a result")
 
-        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-            name = getattr(__obj, "__name__", "")
-            if isinstance(getattr(__obj, "__self__", None), str):
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+            name = getattr(__obj, "__name__", None) or getattr(__obj, "name", "")  # a macro's
+            name = name if isinstance(name, str) else ""
+            # str.format reaches here wrapped by the sandbox (__wrapped__).
+            bound = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+            if isinstance(bound, str):
                 if name in _SIZING_METHODS:
                     check_ints((*args, *kwargs.values()), f"str.{name}()")
                 elif name in ("format", "format_map"):
-                    check_widths(__obj.__self__)
+                    check_widths(bound)
             elif name == "generate_lorem_ipsum":
                 check_ints((*args, *kwargs.values()), "lipsum()")
             result = SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
@@ -215,7 +209,7 @@ def _make_environment(templates_dir: str, max_output: int) -> Any:
         guarded.__dict__.update(func.__dict__)  # the pass_context mark Jinja2 reads
         return guarded
 
-    class PolicyLoader(jinja2.BaseLoader):  # type: ignore[misc]
+    class PolicyLoader(jinja2.BaseLoader):
         """Reads only regular files inside ``templates/``: unlike
         FileSystemLoader it never opens a FIFO or a device, and a refused
         name is reported as itself, not as the template that included it."""
@@ -236,6 +230,27 @@ def _make_environment(templates_dir: str, max_output: int) -> Any:
         for name, func in env.filters.items()
     }
     return env
+
+
+def _binop_problem(operator: str, left: Any, right: Any, max_output: int) -> str | None:
+    """Why ``left OPERATOR right`` may not be computed, before it is."""
+    limit = f"would be larger than the limit of {_chars(max_output)}"
+    sized = (str, bytes, list, tuple)
+    if operator == "*":
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, sized) and isinstance(n, int) and len(seq) * n > max_output:
+                return f"{_short(seq)} * {n} {limit}"
+    elif operator == "+":
+        both = isinstance(left, sized) and isinstance(right, sized)
+        if both and len(left) + len(right) > max_output:
+            return f"a sum {limit}"
+    elif operator == "%":
+        return "width"
+    elif operator == "**" and isinstance(left, int) and isinstance(right, int):
+        bits = abs(left).bit_length() * right if abs(left) > 1 else 0
+        if bits > _MAX_POW_BITS:
+            return f"{left} ** {right} is too large a number"
+    return None
 
 
 def _template_path(templates_dir: str, template: str) -> str:
