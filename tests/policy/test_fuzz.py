@@ -364,8 +364,8 @@ def test_hostile_mutations_of_the_demo_load_or_are_refused_properly(
     cli: RunCli, monkeypatch: pytest.MonkeyPatch, edits: list[tuple[str, Any]]
 ) -> None:
     # Lowered limits keep each case quick; the guards are the same code.
-    monkeypatch.setattr("undistro.policy._templates.MAX_SECONDS", 0.5)
-    monkeypatch.setattr("undistro.policy._templates.MAX_OUTPUT", 1024 * 1024)
+    monkeypatch.setattr("undistro.policy._templates.MAX_SECONDS", 0.5, raising=False)
+    monkeypatch.setattr("undistro.policy._templates.MAX_OUTPUT", 1024 * 1024, raising=False)
     with _scratch() as top:
         base, root = top / "policy", top / "root"
         shutil.copytree(DEMO, base, symlinks=True)

@@ -123,13 +123,14 @@ def too_deep(value: object, limit: int) -> bool:
     past this check, code may recurse into the value (``repr``, pickle,
     Jinja2) without a RecursionError.
     """
+    if not isinstance(value, dict | list):
+        return False
     stack = [(value, 1)]
     while stack:
         item, level = stack.pop()
         if level > limit:
             return True
-        if isinstance(item, dict):
-            stack.extend((v, level + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, level + 1) for v in item)
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):  # scalars never deepen it
+                stack.append((child, level + 1))
     return False
