@@ -275,6 +275,23 @@ def test_a_template_that_spins_is_stopped_at_the_time_limit(
     assert line.endswith("templates/spin.j2: rendering took longer than the limit of 1 s")
 
 
+def test_a_template_too_slow_to_compile_is_stopped_at_the_time_limit(
+    policy: PolicyDir, refused: Refused, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("undistro.policy._templates.MAX_SECONDS", 0.5)
+    policy.write("templates/slow.j2", "{{ x }}\n" * 400_000)  # 3.2 MB: Jinja2 parses it for ~30 s
+    policy.resources('[[file]]\npath = "/etc/x"\ntemplate = "slow.j2"\n')
+    (line,) = refused(within=10)
+    assert line.endswith("templates/slow.j2: rendering took longer than the limit of 0.5 s")
+
+
+def test_a_template_larger_than_its_limit_is_refused(policy: PolicyDir, refused: Refused) -> None:
+    policy.write("templates/big.j2", "x" * (4 * 1024 * 1024 + 1))
+    policy.resources('[[file]]\npath = "/etc/x"\ntemplate = "big.j2"\n')
+    (line,) = refused()
+    assert line.endswith("templates/big.j2: larger than the limit of 4 MiB")
+
+
 def test_templates_within_the_limits_still_render(
     policy: PolicyDir, root: Path, cli: RunCli
 ) -> None:
