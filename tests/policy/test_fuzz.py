@@ -184,6 +184,9 @@ def _template_bodies(draw: st.DrawFn) -> str:
                 f"{{{{ lipsum({n}) }}}}",
                 f"{{% macro f(n) %}}{{% if n %}}{{{{ f(n-1) }}}}{{{{ f(n-1) }}}}{{% else %}}"
                 f"{{{{ 'x' * {m * 1000} }}}}{{% endif %}}{{% endmacro %}}{{{{ f({k}) }}}}",
+                f"{{{{ ['x' * {m * 10**5}] * {n} }}}}",
+                f"{{% set a = ['x' * {m * 10**5}] %}}{{{{ 'z' ~ ([a] * {k}) }}}}{{{{ (a * {k})|join }}}}",
+                f"{{{{ ('x' * {m * 1000})|replace('', 'y' * {m * 1000}) }}}}",
                 "{% include 'bomb.j2' %}",
                 "{% include '../undistro.toml' %}",
                 "{% include '/etc/passwd' %}",
@@ -372,6 +375,9 @@ def test_hostile_mutations_of_the_demo_load_or_are_refused_properly(
         root.mkdir()
         _apply(base, edits)
         before = snapshot(base)
+        if os.environ.get("FUZZ_STATS"):
+            with open(os.environ["FUZZ_STATS"], "a") as f:
+                f.write(f"START {edits!r}"[:600] + "\n")
         with no_hang(15):
             code, out, err = cli("apply", base, "--root", root)
         assert "Traceback" not in err

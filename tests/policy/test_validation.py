@@ -242,6 +242,16 @@ TEMPLATE_BOMBS = [
         "the result of f() would be larger than the limit of 16 Mi characters",
     ),
     ("{% include 'bomb.j2' %}", "templates/bomb.j2: template error: too deeply nested"),
+    # Small values that serialise huge: one 10 MB string, referenced 1,000 times.
+    ("{{ ['x' * 10**7] * 1000 }}", "* 1000 would be larger than the limit of 16 Mi characters"),
+    (
+        "{% set a = ['x' * 10**7] %}{% set b = [a, a] %}{{ 'z' ~ b }}",
+        "templates/bomb.j2: a '~' concatenation would be larger than the limit",
+    ),
+    ("{% set a = 'x' * 10**7 %}{{ [a, a]|join }}", "the 'join' filter would be larger"),
+    ("{% set a = 'x' * 10**7 %}{{ '%s%s' % (a, a) }}", "a '%' format would be larger"),
+    ("{{ ('x' * 10**5)|replace('', 'y' * 10**5) }}", "the 'replace' filter would be larger"),
+    ("{{ ('x' * 10**5).replace('', 'y' * 10**5) }}", "str.replace() would be larger"),
 ]
 
 
@@ -299,13 +309,14 @@ def test_templates_within_the_limits_still_render(
         "templates/ok.j2",
         "{{ 'ab' * 3 }} {{ 20000000|filesizeformat }} {{ 2 ** 64 }} {{ '%5d' % 42 }}"
         "{% set ns = namespace(n=0) %}{% for i in range(1000) %}{% set ns.n = ns.n + i %}"
-        "{% endfor %} {{ ns.n }} {{ 'x'|center(5) }}|\n",
+        "{% endfor %} {{ ns.n }} {{ 'x'|center(5) }}|{{ ['a', 'b']|join(',') }}"
+        "{{ 'a-b'|replace('-', '+') }}{{ 'x' ~ 1 ~ [1, 2] }}\n",
     )
     policy.resources('[[file]]\npath = "/etc/ok"\ntemplate = "ok.j2"\n')
     code, _, err = cli("apply", policy, "--root", root)
     assert code == 0, err
     assert (root / "etc/ok").read_text() == (
-        "ababab 20.0 MB 18446744073709551616    42 499500   x  |\n"
+        "ababab 20.0 MB 18446744073709551616    42 499500   x  |a,ba+bx1[1, 2]\n"
     )
 
 
@@ -427,6 +438,11 @@ PATH_CASES = [
         '[[file]]\npath = "/' + "/".join(["d" * 200] * 21) + '"\n',
         "file:/ddd",
         "more than PATH_MAX (4095)",
+    ),
+    (
+        f'[[symlink]]\npath = "/etc/l"\ntarget = "{"t" * 5000}"\n',
+        "symlink:/etc/l",
+        "field 'target': is 5000 bytes long, more than PATH_MAX (4095)",
     ),
     (
         '[[file]]\npath = "/etc/motd"\n[[file]]\npath = "/etc/motd/x"\n',

@@ -43,6 +43,10 @@ _MAX_POW_BITS = 1 << 16  # {{ 9 ** 10**9 }} would compute for minutes in C
 # Filters and str methods whose integer arguments size their result.
 _SIZING_FILTERS = frozenset({"center", "indent", "wordwrap", "truncate", "batch", "slice"})
 _SIZING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+# Filters and str methods that turn their arguments into one string: a list
+# holding one 10 MB string 1,000 times is small, its str() is 10 GB.
+_SERIAL_FILTERS = frozenset({"string", "join", "pprint", "tojson", "format", "replace", "sum"})
+_SERIAL_METHODS = frozenset({"join", "format", "format_map", "replace"})
 # A width in a %-format or a str.format spec: '%99999999d', '{:>99999999}'.
 _WIDTHS = re.compile(r"%[-+ #0]*(\d+)|\{[^{}]*:[^{}\d]*(\d+)")
 
@@ -145,6 +149,8 @@ class TemplateRenderer:
 def _make_environment(templates_dir: str, max_output: int) -> Any:
     # Built here, not at import time: jinja2 is imported only on a compile.
     import jinja2
+    from jinja2.compiler import CodeGenerator
+    from jinja2.nodes import EvalContext
     from jinja2.runtime import Context
     from jinja2.sandbox import SandboxedEnvironment
     from jinja2.utils import Namespace
@@ -156,6 +162,19 @@ def _make_environment(templates_dir: str, max_output: int) -> Any:
         if isinstance(value, str | bytes | list | tuple | dict) and len(value) > max_output:
             raise too_big(what)
         return value
+
+    def check_weight(values: Any, what: str) -> Any:
+        if _weight(values, max_output) > max_output:
+            raise too_big(what)
+        return values
+
+    def check_replace(args: tuple[Any, ...], what: str) -> None:
+        # 'x' * 10**5 | replace('', 'y' * 10**5) is 10 GB from 200 kB.
+        if len(args) >= 3 and all(isinstance(a, str) for a in args[:3]):
+            text, old, new = args[:3]
+            grown = len(text) + text.count(old) * max(0, len(new) - len(old))
+            if grown > max_output:
+                raise too_big(what)
 
     def check_widths(fmt: Any) -> None:
         if isinstance(fmt, str):
@@ -173,13 +192,28 @@ def _make_environment(templates_dir: str, max_output: int) -> Any:
         def __setitem__(self, name: str, value: Any) -> None:
             super().__setitem__(name, check_size(value, f"namespace attribute '{name}'"))
 
+    class BoundedCodeGenerator(CodeGenerator):
+        def visit_Concat(self, node: Any, frame: Any) -> None:
+            # 'a' ~ b calls str() on each part: weigh them first.
+            self.write("environment.bounded_concat((")
+            for arg in node.nodes:
+                self.visit(arg, frame)
+                self.write(", ")
+            self.write("))")
+
     class BoundedEnvironment(SandboxedEnvironment):
         intercepted_binops = frozenset({"*", "+", "%", "**"})
+        code_generator_class = BoundedCodeGenerator
+
+        def bounded_concat(self, parts: tuple[Any, ...]) -> str:
+            check_weight(parts, "a '~' concatenation")
+            return "".join(map(str, parts))
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
             problem = _binop_problem(operator, left, right, max_output)
             if problem == "width":
                 check_widths(left)
+                check_weight(right, "a '%' format")
             elif problem:
                 raise _Limit(problem)
             return check_size(super().call_binop(context, operator, left, right), "a result")
@@ -192,8 +226,12 @@ def _make_environment(templates_dir: str, max_output: int) -> Any:
             if isinstance(bound, str):
                 if name in _SIZING_METHODS:
                     check_ints((*args, *kwargs.values()), f"str.{name}()")
-                elif name in ("format", "format_map"):
-                    check_widths(bound)
+                elif name in _SERIAL_METHODS:
+                    check_weight((bound, args, kwargs), f"str.{name}()")
+                    if name == "replace":
+                        check_replace((bound, *args), "str.replace()")
+                    else:
+                        check_widths(bound)
             elif name == "generate_lorem_ipsum":
                 check_ints((*args, *kwargs.values()), "lipsum()")
             result = SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
@@ -201,12 +239,20 @@ def _make_environment(templates_dir: str, max_output: int) -> Any:
 
     def guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            # Jinja2 passes the environment or context first to some filters.
-            values = [a for a in args if not isinstance(a, jinja2.Environment | Context)]
-            check_ints((*values[1:], *kwargs.values()), f"the '{name}' filter")
+            # Jinja2 passes an environment or a context first to some filters.
+            values = [
+                a for a in args if not isinstance(a, jinja2.Environment | Context | EvalContext)
+            ]
+            what = f"the '{name}' filter"
+            if name in _SERIAL_FILTERS:
+                check_weight((values, kwargs), what)
+                if name == "replace":
+                    check_replace(tuple(values), what)
+            else:
+                check_ints((*values[1:], *kwargs.values()), what)
             if name == "format" and values:
                 check_widths(values[0])
-            return check_size(func(*args, **kwargs), f"the '{name}' filter")
+            return check_size(func(*args, **kwargs), what)
 
         guarded.__dict__.update(func.__dict__)  # the pass_context mark Jinja2 reads
         return guarded
@@ -225,13 +271,42 @@ def _make_environment(templates_dir: str, max_output: int) -> Any:
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
+        # Each {{ value }} is str()ed: weigh it first.
+        finalize=lambda value: check_weight(value, "an expression's text"),
     )
     env.globals["namespace"] = BoundedNamespace
+    guard = _SIZING_FILTERS | _SERIAL_FILTERS
     env.filters = {
-        name: guard_filter(name, func) if name in _SIZING_FILTERS or name == "format" else func
+        name: guard_filter(name, func) if name in guard else func
         for name, func in env.filters.items()
     }
     return env
+
+
+def _weight(value: Any, budget: int) -> int:
+    """About how many characters ``str(value)`` takes, counting every
+    reference (a list of one string 1,000 times weighs 1,000 strings);
+    counting stops once past ``budget``, so the cost is at most that."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str | bytes):
+            total += len(item)
+        elif isinstance(item, list | tuple | set | frozenset | dict):
+            total += 2 + len(item)
+            if total > budget:
+                return total
+            if isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            else:
+                stack.extend(item)
+        else:
+            total += 1
+        if total > budget:
+            return total
+    return total
 
 
 def _binop_problem(operator: str, left: Any, right: Any, max_output: int) -> str | None:
@@ -240,11 +315,12 @@ def _binop_problem(operator: str, left: Any, right: Any, max_output: int) -> str
     sized = (str, bytes, list, tuple)
     if operator == "*":
         for seq, n in ((left, right), (right, left)):
-            if isinstance(seq, sized) and isinstance(n, int) and len(seq) * n > max_output:
+            repeated = isinstance(seq, sized) and isinstance(n, int) and n > 0
+            if repeated and _weight(seq, max_output // n + 1) * n > max_output:
                 return f"{_short(seq)} * {n} {limit}"
     elif operator == "+":
         both = isinstance(left, sized) and isinstance(right, sized)
-        if both and len(left) + len(right) > max_output:
+        if both and _weight((left, right), max_output) > max_output:
             return f"a sum {limit}"
     elif operator == "%":
         return "width"
