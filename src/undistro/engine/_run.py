@@ -396,7 +396,10 @@ class Engine:
                     out = action.execute(ctx)
                 except Exception as exc:
                     result.status = FAILED
-                    result.error = f"{action.summary}: {_say(exc)}"
+                    said = _say(exc)
+                    # A refusal's summary already says why: say it once.
+                    done = action.summary.endswith(said)
+                    result.error = action.summary if done else f"{action.summary}: {said}"
                     break
                 if out:
                     outputs.append(out)

@@ -22,8 +22,10 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
+from undistro.errors import PolicyError
 from undistro.policy._model import Policy
 from undistro.policy._node import Node
+from undistro.policy._read import walk
 
 CACHE_NAME = "policy.cache"
 _MAGIC = b"undistro-policy-cache 2\n"  # bump when compiled objects change shape
@@ -37,7 +39,7 @@ def cache_key(policy_dir: str, node: Node, facts: Mapping[str, Any]) -> bytes:
         repr(sorted(facts.items())),
         repr(sorted(node.vars.items())),
     ]
-    for rel, st in _walk(policy_dir):
+    for rel, st in walk(policy_dir)[0]:
         parts.append(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}")
     return "\n".join(parts).encode("utf-8", "surrogateescape")
 
@@ -49,8 +51,20 @@ def load_policy(
     *,
     cache_dir: str | None = None,
 ) -> Policy:
-    """The compiled policy, from the cache when nothing it depends on moved."""
-    policy_dir = os.path.abspath(policy_dir)
+    """The compiled policy, from the cache when nothing it depends on moved.
+
+    Raises PolicyError (exit status 2, one line per problem) and nothing
+    else for anything wrong with the policy, including what would be a
+    MemoryError, RecursionError or OSError while reading it."""
+    try:
+        return _load(os.path.abspath(policy_dir), node, facts, cache_dir)
+    except MemoryError:
+        raise PolicyError(f"{policy_dir}: out of memory while loading the policy") from None
+    except RecursionError:
+        raise PolicyError(f"{policy_dir}: policy nested too deeply to load") from None
+
+
+def _load(policy_dir: str, node: Node, facts: Mapping[str, Any], cache_dir: str | None) -> Policy:
     if cache_dir is None:
         policy = _compile(policy_dir, node, facts)
         policy.digest = _digest(cache_key(policy_dir, node, facts))
@@ -88,7 +102,9 @@ def _read(path: str, key: bytes) -> Policy | None:
             if length != len(key) or f.read(length) != key:
                 return None
             policy = pickle.load(f)
-    except (OSError, EOFError, struct.error, pickle.UnpicklingError, AttributeError, ImportError):
+    except Exception:
+        # Best effort, like writing it: a cache cut short by a full disk or
+        # garbled in any other way unpickles into any error; recompile.
         return None
     return policy if isinstance(policy, Policy) else None
 
@@ -103,28 +119,6 @@ def _write(path: str, key: bytes, policy: Policy) -> None:
             f.write(_MAGIC + struct.pack("<Q", len(key)) + key)
             pickle.dump(policy, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.rename(tmp, path)
-    except (OSError, pickle.PicklingError, RecursionError):
+    except (OSError, pickle.PicklingError, RecursionError, MemoryError):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-
-
-def _walk(top: str) -> list[tuple[str, os.stat_result]]:
-    out: list[tuple[str, os.stat_result]] = []
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        try:
-            entries = list(os.scandir(os.path.join(top, rel)))
-        except OSError:
-            continue
-        for entry in entries:
-            sub = f"{rel}/{entry.name}" if rel else entry.name
-            try:
-                st = entry.stat(follow_symlinks=True)
-            except OSError:
-                continue
-            out.append((sub, st))
-            if entry.is_dir(follow_symlinks=True):
-                stack.append(sub)
-    out.sort(key=lambda item: item[0])
-    return out

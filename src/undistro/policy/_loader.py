@@ -9,6 +9,14 @@ Layout::
 
 Every problem found is reported as one line naming the file, the resource id
 and the field; nothing is touched unless there is no problem at all.
+
+The loader is a boundary: whatever the policy holds, it raises only
+:class:`PolicyError` (MemoryError, RecursionError and OSError included, each
+made one line), with every quoted value cut to a readable length. Inputs are
+read through :mod:`._read` (regular files only, bounded sizes), templates
+render under the limits of :mod:`._templates`, and everything that can only
+be seen across resources (paths that nest or collide, names too long) is
+checked by :mod:`._checks` before anything runs.
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from undistro.engine._graph import CycleError, build_graph
-from undistro.errors import PolicyError, ValidationError
+from undistro.errors import PolicyError, ValidationError, clip_line
+from undistro.policy._checks import check_paths
 from undistro.policy._model import Policy
 from undistro.policy._node import Node
+from undistro.policy._read import MAX_DEPTH, MIB, read_regular, too_deep, walk
 from undistro.policy._templates import TemplateRenderer
 from undistro.resources import TYPES, Resource, resource_class
 
@@ -31,6 +41,8 @@ MANIFEST = "undistro.toml"
 _MANIFEST_KEYS = {"name", "description", "vars", "apply"}
 _APPLY_KEYS = {"files", "tags", "hosts"}
 _MAX_ERRORS = 50
+MAX_TOML = 16 * MIB  # one policy file; 10,000 resources take ~1 MB
+MAX_SOURCE = 256 * MIB  # one files/ source, held in memory and in the cache
 
 
 class _Inputs:
@@ -44,9 +56,10 @@ class _Inputs:
     def read_source(self, relpath: str) -> bytes:
         path = _inside(self.files_dir, relpath, "source")
         try:
-            with open(path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
+            return read_regular(path, MAX_SOURCE)
+        except ValueError as exc:
+            raise ValueError(f"files/{relpath}: {exc}") from None
+        except (FileNotFoundError, NotADirectoryError):
             raise ValueError(f"source not found: files/{relpath}") from None
         except IsADirectoryError:
             raise ValueError(f"source is a directory: files/{relpath}") from None
@@ -63,10 +76,32 @@ class _Inputs:
 
 def compile_policy(policy_dir: str, node: Node, facts: Mapping[str, Any]) -> Policy:
     """Parse and validate ``policy_dir`` for this node. Raises PolicyError
-    listing every problem found (up to a limit)."""
+    listing every problem found (up to a limit), and nothing else."""
     policy_dir = os.path.abspath(policy_dir)
+    try:
+        return _compile(policy_dir, node, facts)
+    except PolicyError as exc:
+        problems = list(dict.fromkeys(clip_line(p) for p in exc.problems))
+        raise PolicyError(problems) from None
+    except MemoryError:
+        raise PolicyError(f"{policy_dir}: out of memory while loading the policy") from None
+    except RecursionError:
+        raise PolicyError(f"{policy_dir}: policy nested too deeply to load") from None
+    except OSError as exc:
+        raise PolicyError(
+            clip_line(f"{exc.filename or policy_dir}: cannot load the policy: {exc.strerror}")
+        ) from None
+
+
+def _compile(policy_dir: str, node: Node, facts: Mapping[str, Any]) -> Policy:
     if not os.path.isdir(policy_dir):
         raise PolicyError(f"{policy_dir}: policy directory not found")
+    loops = walk(policy_dir)[1]
+    if loops:
+        raise PolicyError(
+            f"{loops[0]}: a directory reached a second time through a symlink"
+            " (a loop, or a second name for it): a policy must be a tree"
+        )
     manifest = _read_toml(policy_dir, MANIFEST)
     name, policy_vars, rules = _check_manifest(manifest)
     policy_vars = {**policy_vars, **node.vars}
@@ -75,34 +110,11 @@ def compile_policy(policy_dir: str, node: Node, facts: Mapping[str, Any]) -> Pol
     renderer = TemplateRenderer(
         os.path.join(policy_dir, "templates"), {**policy_vars, "vars": policy_vars, "facts": facts}
     )
-    inputs = _Inputs(policy_dir, renderer)
-    errors: list[str] = []
-    resources: dict[str, Resource] = {}
-    origin: dict[str, str] = {}
-    for rel in files:
-        for res in _parse_file(policy_dir, rel, errors):
-            where = f"{rel}: {res.id}"
-            if res.id in resources:
-                errors.append(f"{where}: duplicate id (first declared in {origin[res.id]})")
-                continue
-            try:
-                res.prepare(inputs)
-            except ValidationError as exc:
-                errors.append(f"{where}: {exc}")
-                continue
-            resources[res.id] = res
-            origin[res.id] = rel
-        if len(errors) >= _MAX_ERRORS:
-            break
-
-    managed: dict[str, str] = {}
-    for rid, res in resources.items():
-        for path in res.managed_paths():
-            other = managed.get(path)
-            if other is not None:
-                where = f"{origin[rid]}: {rid}"
-                errors.append(f"{where}: path {path} is also managed by {other} ({origin[other]})")
-            managed[path] = rid
+    try:
+        resources, origin, errors = _prepare(policy_dir, files, _Inputs(policy_dir, renderer))
+    finally:
+        renderer.close()
+    managed = check_paths(resources, origin, node.root, errors)
     if errors:
         raise PolicyError(errors[:_MAX_ERRORS])
 
@@ -124,6 +136,30 @@ def compile_policy(policy_dir: str, node: Node, facts: Mapping[str, Any]) -> Pol
     if errors:
         raise PolicyError(errors[:_MAX_ERRORS])
     return Policy(name, policy_dir, ordered, graph, files, policy_vars, managed)
+
+
+def _prepare(
+    policy_dir: str, files: list[str], inputs: _Inputs
+) -> tuple[dict[str, Resource], dict[str, str], list[str]]:
+    errors: list[str] = []
+    resources: dict[str, Resource] = {}
+    origin: dict[str, str] = {}
+    for rel in files:
+        for res in _parse_file(policy_dir, rel, errors):
+            where = f"{rel}: {res.id}"
+            if res.id in resources:
+                errors.append(f"{where}: duplicate id (first declared in {origin[res.id]})")
+                continue
+            try:
+                res.prepare(inputs)
+            except ValidationError as exc:
+                errors.append(f"{where}: {exc}")
+                continue
+            resources[res.id] = res
+            origin[res.id] = rel
+        if len(errors) >= _MAX_ERRORS:
+            break
+    return resources, origin, errors
 
 
 # -- manifest -----------------------------------------------------------------
@@ -178,6 +214,11 @@ def _select_files(policy_dir: str, rules: list[dict[str, Any]], node: Node) -> l
                 raise PolicyError(
                     f"{MANIFEST}: apply[{i}]: files pattern {pattern!r} must stay inside the policy"
                 )
+            if pattern.count("**") > 2:
+                # Each '**' walks the whole tree again below the last one.
+                raise PolicyError(
+                    f"{MANIFEST}: apply[{i}]: files pattern {pattern!r} has more than two '**'"
+                )
             matches = sorted(glob.glob(pattern, root_dir=policy_dir, recursive=True))
             if not matches:
                 raise PolicyError(
@@ -226,16 +267,24 @@ def _provisional_id(cls: type[Resource], table: Any, index: int) -> str:
 def _read_toml(policy_dir: str, rel: str) -> dict[str, Any]:
     path = os.path.join(policy_dir, rel)
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        data = tomllib.loads(read_regular(path, MAX_TOML).decode("utf-8"))
     except FileNotFoundError:
         raise PolicyError(f"{rel}: not found in {policy_dir}") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{rel}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise PolicyError(f"{rel}: not valid UTF-8") from None
+    except RecursionError:
+        raise PolicyError(f"{rel}: nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # not a regular file, too large
+        raise PolicyError(f"{rel}: {exc}") from None
+    except IsADirectoryError:
+        raise PolicyError(f"{rel}: a directory, not a file") from None
     except OSError as exc:
         raise PolicyError(f"{rel}: cannot read: {exc.strerror}") from None
+    if too_deep(data, MAX_DEPTH):
+        raise PolicyError(f"{rel}: nested more than {MAX_DEPTH} levels deep")
+    return data
 
 
 def _inside(base: str, relpath: str, what: str) -> str:

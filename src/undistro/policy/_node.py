@@ -19,10 +19,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from undistro.errors import PolicyError
+from undistro.errors import PolicyError, clip_line
+from undistro.policy._read import MAX_DEPTH, read_regular, too_deep
 
 DEFAULT_NODE_CONFIG = "/etc/undistro/node.toml"
 _KEYS = {"policy", "tags", "hostname", "state_dir", "vars", "audit_every", "fleet"}
+_MAX_CONFIG = 1024 * 1024
 
 
 class Node:
@@ -50,17 +52,21 @@ def load_node(root: str = "/", config: str | None = None, extra_tags: Sequence[s
     node = Node(root=root)
     data: dict[str, Any] = {}
     try:
-        with open(path, "rb") as f:
-            import tomllib  # only when there is a node config to read
+        raw = read_regular(path, _MAX_CONFIG)
+        import tomllib  # only when there is a node config to read
 
-            try:
-                data = tomllib.load(f)
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise PolicyError(f"{path}: not valid TOML: {exc}") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise PolicyError(clip_line(f"{path}: not valid TOML: {exc}")) from None
+        except RecursionError:
+            raise PolicyError(f"{path}: nested too deeply") from None
         node.config_path = path
     except FileNotFoundError:
         if config is not None:
             raise PolicyError(f"{path}: node config not found") from None
+    except ValueError as exc:  # not a regular file, too large
+        raise PolicyError(f"{path}: {exc}") from None
     except OSError as exc:
         raise PolicyError(f"{path}: {exc.strerror}") from None
     unknown = sorted(set(data) - _KEYS)
@@ -77,6 +83,8 @@ def load_node(root: str = "/", config: str | None = None, extra_tags: Sequence[s
         node_vars = data.get("vars", {})
         if not isinstance(node_vars, dict):
             raise ValueError("'vars' must be a table")
+        if too_deep(node_vars, MAX_DEPTH):
+            raise ValueError(f"'vars' nested more than {MAX_DEPTH} levels deep")
         node.vars = node_vars
         fleet = data.get("fleet", {})
         if not isinstance(fleet, dict):
@@ -88,7 +96,7 @@ def load_node(root: str = "/", config: str | None = None, extra_tags: Sequence[s
                 raise ValueError("'audit_every' must be a positive number of seconds")
             node.audit_every = float(audit)
     except ValueError as exc:
-        raise PolicyError(f"{path}: {exc}") from None
+        raise PolicyError(clip_line(f"{path}: {exc}")) from None
     return node
 
 

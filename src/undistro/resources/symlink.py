@@ -13,9 +13,11 @@ replaced only with ``force = true``; a directory never is.
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 from undistro._rootfs import temp_name
+from undistro.errors import ValidationError
 from undistro.resources._base import Action, Context, Converter, boolean, nonempty
 from undistro.resources._paths import PathResource, PathState, Refuse
 
@@ -31,6 +33,13 @@ class Symlink(PathResource):
         "force": boolean,
     }
     defaults: ClassVar[dict[str, Any]] = {"ensure": "present", "force": False}
+
+    def validate(self) -> None:
+        # symlink(2) takes a target of at most PATH_MAX - 1 bytes: found
+        # here, not after other resources of the run were already changed.
+        size = len(os.fsencode(self.values["target"]))
+        if size >= 4096:
+            raise ValidationError("target", f"is {size} bytes long, more than PATH_MAX (4095)")
 
     def probe(self, ctx: Context) -> PathState:
         state = self.lstat_state(ctx)
