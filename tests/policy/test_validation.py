@@ -431,9 +431,9 @@ PATH_CASES = [
         "field 'path': a path component is 256 bytes long, more than NAME_MAX (255)",
     ),
     (
-        f'[[file]]\npath = "/etc/{"n" * 240}"\n',
+        f'[[file]]\npath = "/etc/{"n" * 256}"\n',
         "file:/etc/nnn",
-        "field 'path': name is 240 bytes long, more than 223 (255 less 32 for the temp name",
+        "field 'path': a path component is 256 bytes long, more than NAME_MAX (255)",
     ),
     (
         '[[file]]\npath = "/' + "/".join(["d" * 200] * 21) + '"\n',

@@ -29,7 +29,9 @@ from undistro.resources import Resource
 
 NAME_MAX = 255
 PATH_MAX = 4096
-TEMP_RESERVE = 32  # bytes kept free in a name for the temp file that replaces it
+# Bytes kept free in a name for the temp file that replaces it: none, since
+# _rootfs.temp_name cuts its stem so that every temp name fits NAME_MAX.
+TEMP_RESERVE = 0
 
 _SURELY_SHORT = (NAME_MAX - TEMP_RESERVE) // 4
 _OWN_PATH_TYPES = frozenset({"file", "directory", "symlink"})
@@ -67,8 +69,11 @@ def check_paths(
             managed[path] = rid
         if res.type_name in _OWN_PATH_TYPES:
             continue  # what they watch is what they manage (10,000 of them: 30 ms)
+        home = res.values.get("home") if res.type_name == "user" else None
         for watch in res.watches():
-            if watch.kind == "path" and watch.target not in own:
+            # A user's home may be a [[directory]] of its own: the user then
+            # leaves it to that resource (it only watches it).
+            if watch.kind == "path" and watch.target not in own and watch.target != home:
                 written.setdefault(watch.target, rid)
 
     for path, writer in written.items():
@@ -115,5 +120,9 @@ def _length_problem(path: str, prefix: int, atomic: bool) -> str | None:
     limit = NAME_MAX - TEMP_RESERVE if atomic else NAME_MAX
     if len(parts[-1]) > limit:
         why = f" ({NAME_MAX} less {TEMP_RESERVE} for the temp name it is written through)"
+        if limit == NAME_MAX:
+            return (
+                f"a path component is {len(parts[-1])} bytes long, more than NAME_MAX ({NAME_MAX})"
+            )
         return f"name is {len(parts[-1])} bytes long, more than {limit}{why if atomic else ''}"
     return None

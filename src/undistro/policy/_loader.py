@@ -93,10 +93,15 @@ def compile_policy(policy_dir: str, node: Node, facts: Mapping[str, Any]) -> Pol
         ) from None
 
 
+_READ_DIRS = frozenset({"policy", "templates", "files"})
+
+
 def _compile(policy_dir: str, node: Node, facts: Mapping[str, Any]) -> Policy:
     if not os.path.isdir(policy_dir):
         raise PolicyError(f"{policy_dir}: policy directory not found")
-    loops = walk(policy_dir)[1]
+    # Only what the loader reads must be a tree: a policy directory may hold
+    # other things (a .git, a test's scratch root) that are none of its business.
+    loops = walk(policy_dir, _READ_DIRS)[1]
     if loops:
         raise PolicyError(
             f"{loops[0]}: a directory reached a second time through a symlink"

@@ -74,7 +74,9 @@ def _size(n: int) -> str:
     return f"{n // MIB} MiB" if n % MIB == 0 else f"{n} bytes"
 
 
-def walk(top: str) -> tuple[list[tuple[str, os.stat_result]], list[str]]:
+def walk(
+    top: str, only: frozenset[str] | None = None
+) -> tuple[list[tuple[str, os.stat_result]], list[str]]:
     """Every entry under ``top`` (symlinks followed) with its ``stat``, sorted,
     and the directories reached a second time.
 
@@ -82,7 +84,7 @@ def walk(top: str) -> tuple[list[tuple[str, os.stat_result]], list[str]]:
     walk, or ``glob('**')``, go round until the path is too long — and two of
     them double the work at every turn. Each directory is entered once; the
     names that lead to one already entered are returned as loops, for the
-    loader to refuse.
+    loader to refuse. ``only`` keeps just those names at the top.
     """
     out: list[tuple[str, os.stat_result]] = []
     loops: list[str] = []
@@ -99,6 +101,8 @@ def walk(top: str) -> tuple[list[tuple[str, os.stat_result]], list[str]]:
         except OSError:
             continue
         for entry in entries:
+            if only is not None and not rel and entry.name not in only:
+                continue
             sub = f"{rel}/{entry.name}" if rel else entry.name
             try:
                 st = entry.stat(follow_symlinks=True)
