@@ -29,7 +29,8 @@ import pytest
 from tests._services import alive, short_tmp
 from tests.agent._nginx import NGINX, free_port, http_get, nginx_conf, nginx_policy
 from tests.agent.conftest import AgentProc, run_cli, wait_until
-from tests.agent.test_idle import ALLOWED, _settled, _syscalls
+from tests.agent.test_idle import ALLOWED, _settled
+from tests.supervisor._idle import idle_syscalls
 from undistro.supervisor._s6_status import read_status
 
 CONF = "/etc/web/nginx.conf"
@@ -249,20 +250,9 @@ def test_idle_agent_with_nginx_under_s6_makes_no_syscalls(web: Web) -> None:
     web.agent.start()
     _serving(web, "v1")
     _settled(web.agent)
-    strace = subprocess.Popen(
-        ["strace", "-c", "-f", "-p", str(web.agent.pid)], stderr=subprocess.PIPE, text=True
-    )
-    try:
-        time.sleep(10)
-        strace.send_signal(signal.SIGINT)
-        _, summary = strace.communicate(timeout=20)
-    finally:
-        if strace.poll() is None:
-            strace.kill()
-            strace.wait()
-    assert "attached" in summary, summary
-    extra = {name: n for name, n in _syscalls(summary).items() if name not in ALLOWED}
-    assert extra == {}, summary
+    calls = idle_syscalls(web.agent.pid, 10)
+    extra = {name: n for name, n in calls.items() if name not in ALLOWED}
+    assert extra == {}, calls
     # Still listening after being watched: a crash is seen and nginx comes back.
     master = web.master()
     os.kill(master, signal.SIGKILL)

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,8 @@ import pytest
 
 from tests._services import alive, service_cmd, short_tmp, started, wait_started
 from tests.agent.conftest import AgentProc, run_cli, wait_until
-from tests.agent.test_idle import ALLOWED, _settled, _syscalls
+from tests.agent.test_idle import ALLOWED, _settled
+from tests.supervisor._idle import idle_syscalls
 
 
 @pytest.fixture
@@ -221,20 +221,9 @@ def test_idle_agent_with_5_services_makes_no_syscalls(world: tuple[Path, AgentPr
     agent.start()
     wait_started(tmp, 5)
     _settled(agent)
-    strace = subprocess.Popen(
-        ["strace", "-c", "-f", "-p", str(agent.pid)], stderr=subprocess.PIPE, text=True
-    )
-    try:
-        time.sleep(10)
-        strace.send_signal(signal.SIGINT)
-        _, summary = strace.communicate(timeout=20)
-    finally:
-        if strace.poll() is None:
-            strace.kill()
-            strace.wait()
-    assert "attached" in summary, summary
-    extra = {name: n for name, n in _syscalls(summary).items() if name not in ALLOWED}
-    assert extra == {}, summary
+    calls = idle_syscalls(agent.pid, 10)
+    extra = {name: n for name, n in calls.items() if name not in ALLOWED}
+    assert extra == {}, calls
     # Still supervising after being watched: a crash is restarted.
     os.kill(started(tmp)[0], signal.SIGKILL)
     wait_started(tmp, 6)
