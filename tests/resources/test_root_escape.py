@@ -11,12 +11,12 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.agent.conftest import AgentProc, wait_until
+from tests.agent.conftest import agent as agent  # the fixture, shared with the agent tests
 from tests.conftest import PolicyDir, RunCli
 from undistro._rootfs import PathRefused, RootFS, confined, is_temp_name, temp_name
 from undistro.state import StateStore
@@ -181,17 +181,6 @@ def test_declared_directory_replaced_by_a_symlink_fails_its_files(
     assert result.status == "failed"
     assert "is a symlink, but the policy declares a directory there" in (result.error or "")
     untouched(outside)
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[AgentProc]:
-    root = tmp_path / "root"
-    root.mkdir()
-    handle = AgentProc(tmp_path / "p", root, tmp_path / "agent.log")
-    try:
-        yield handle
-    finally:
-        handle.kill()
 
 
 def test_agent_never_repairs_a_file_through_a_swapped_in_symlink(
