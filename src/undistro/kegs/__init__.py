@@ -48,6 +48,7 @@ _EXPORTS = {
     "scan_references": "_closure",
     "store_lock": "_store",
     "GC_LOCK": "_store",
+    "write_self_recipe": "_selfkeg",
 }
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
         parse_request,
         resolve,
     )
+    from undistro.kegs._selfkeg import write_self_recipe
     from undistro.kegs._sources import (
         DirectoryMirror,
         Mirror,
@@ -138,4 +140,5 @@ __all__ = [
     "scan_references",
     "sha256_file",
     "store_lock",
+    "write_self_recipe",
 ]

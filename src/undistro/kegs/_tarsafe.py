@@ -32,11 +32,12 @@ archive's mtimes kept (make compares them: a ``configure`` newer than its
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
 from undistro.errors import ArtifactError, SourceError
@@ -133,14 +134,18 @@ def seal(root: str, files: Mapping[str, Mapping[str, Any]]) -> None:
 
 
 def extract_source(archive: str, dest: str, what: str) -> None:
-    """Unpack the source tarball ``archive`` (gzip, bzip2, xz or plain) into
-    the new directory ``dest``; a refused member raises SourceError naming it."""
+    """Unpack the source tarball ``archive`` (gzip, bzip2, xz or plain; or a
+    Debian ``.deb``, whose data member is unpacked) into the new directory
+    ``dest``; a refused member raises SourceError naming it."""
     os.mkdir(dest, 0o755)
     kinds: dict[str, str] = {"": "dir"}  # what this archive made at each name
     dir_times: list[tuple[str, float]] = []
     links: list[str] = []
     try:
-        with tarfile.open(archive, mode="r|*") as tar:
+        with (
+            _source_stream(archive, what) as (stream, rooted),
+            tarfile.open(fileobj=stream, mode="r|*") as tar,
+        ):
             for member in tar:
                 if member.isdir() and member.name in (".", "./"):
                     continue
@@ -169,6 +174,9 @@ def extract_source(archive: str, dest: str, what: str) -> None:
                     kinds[name] = "file"
                 elif member.issym():
                     target = member.linkname
+                    if rooted and os.path.isabs(target):
+                        # A package's tree is rooted at /: its /lib/x is our lib/x.
+                        target = os.path.relpath(target.lstrip("/"), os.path.dirname(name) or ".")
                     if not target or os.path.isabs(target) or _leaves(name, target):
                         raise SourceError(
                             f"{what}: symlink {name!r} -> {target!r} leaves the source tree"
@@ -201,6 +209,46 @@ def extract_source(archive: str, dest: str, what: str) -> None:
             raise SourceError(f"{what}: symlink {name!r} leaves the source tree through a link")
     for path, mtime in reversed(dir_times):  # last: writing into a directory moves its mtime
         os.utime(path, (mtime, mtime))
+
+
+class _Slice:
+    """``size`` bytes of ``f`` from where it stands: one member of an ar archive."""
+
+    def __init__(self, f: IO[bytes], size: int) -> None:
+        self._f, self._left = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n < 0 else min(n, self._left)
+        data = self._f.read(n)
+        self._left -= len(data)
+        return data
+
+
+@contextlib.contextmanager
+def _source_stream(archive: str, what: str) -> Iterator[tuple[Any, bool]]:
+    """The tar stream of a source: the file itself, or for a Debian binary
+    package (``.deb``, an ar archive) its ``data.tar.*`` member — how a keg
+    takes a prebuilt library (glibc) from Debian as a pinned package, not
+    from the host's /usr. The flag says the tree is rooted at ``/`` (a
+    package's absolute symlinks point into the package itself)."""
+    with open(archive, "rb") as f:
+        if f.read(8) != b"!<arch>\n":
+            f.seek(0)
+            yield f, False
+            return
+        while header := f.read(60):
+            if len(header) != 60 or header[58:60] != b"`\n":
+                raise SourceError(f"{what}: a broken ar archive header")
+            name = header[:16].decode("ascii", "replace").strip().rstrip("/")
+            try:
+                size = int(header[48:58].decode("ascii").strip())
+            except ValueError:
+                raise SourceError(f"{what}: a broken ar member size") from None
+            if name.startswith("data.tar"):
+                yield _Slice(f, size), True
+                return
+            f.seek(size + size % 2, os.SEEK_CUR)
+        raise SourceError(f"{what}: an ar archive without a data.tar member (not a .deb)")
 
 
 def _make_parents(dest: str, name: str, kinds: dict[str, str], what: str) -> None:
