@@ -32,13 +32,14 @@ from tests.kegs import _runtime  # noqa: E402
 
 from undistro.kegs import make_writable  # noqa: E402
 
+# (stdout to a pipe: the closure-only root has no /dev/null)
 _TIMER = """
 import json, resource, statistics, subprocess, sys, time
 runs = int(sys.argv[1]); out = {}
 for label, argv in json.loads(sys.argv[2]).items():
     times = []
     for _ in range(runs):
-        t = time.perf_counter(); subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        t = time.perf_counter(); subprocess.run(argv, check=True, stdout=subprocess.PIPE)
         times.append(time.perf_counter() - t)
     out[label] = [statistics.median(times) * 1000,
                   resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]

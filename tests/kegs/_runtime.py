@@ -89,21 +89,11 @@ def in_chroot(
     """Run ``argv`` chrooted into ``root`` with an empty environment, in
     its own mount and PID namespaces (a private /proc mounted inside)."""
     (root / "proc").mkdir(exist_ok=True)
-    script = 'mount -t proc proc "$1/proc" && exec env -i chroot "$@"'
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"  # env -i has no PATH to find it
+    script = 'mount -t proc proc "$2/proc" && exec env -i "$@"'
+    unshare = ["unshare", "--mount", "--pid", "--fork", "--", "/bin/sh", "-c", script, "sh"]
     return subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--pid",
-            "--fork",
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-            "sh",
-            str(root),
-            *argv,
-        ],
+        [*unshare, chroot, str(root), *argv],
         env={},
         capture_output=True,
         text=True,
