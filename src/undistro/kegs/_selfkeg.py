@@ -100,7 +100,7 @@ system = "commands"
 env = {{ SITE = "{{destdir}}{{prefix}}/lib/python3.11/site-packages" }}
 commands = [
   "mkdir -p $SITE {{destdir}}{{prefix}}/bin && cp -r undistro $SITE/",
-  "{{deps.python.prefix}}/bin/python3.11 -I -m compileall -q -s {{destdir}} $SITE",
+  "{{deps.python.prefix}}/bin/python3.11 -I -m compileall -q --invalidation-mode unchecked-hash -s {{destdir}} $SITE",
   '''cat > {{destdir}}{{prefix}}/bin/undistro <<'SHIM'
 #!{{deps.python.prefix}}/bin/python3.11 -I
 import sys
