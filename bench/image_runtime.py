@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -102,6 +103,24 @@ def main() -> None:
         )
         if proc.returncode != 0:
             sys.exit(f"bench: the timer failed in the chroot: {proc.stderr.strip()}")
+        for label, (ms, rss) in json.loads(proc.stdout).items():
+            print(f"{label}: median {ms:.1f} ms (peak RSS so far {rss:.1f} MB)")
+        # The same timer on the host's Debian python3, side by side (same load).
+        host = {
+            "Debian python3 -I -c pass": ["/usr/bin/python3", "-I", "-c", "pass"],
+            "Debian python3 -I -c 'import asyncio'": [
+                "/usr/bin/python3",
+                "-I",
+                "-c",
+                "import asyncio",
+            ],
+        }
+        proc = subprocess.run(
+            ["/usr/bin/python3", "-I", "-c", _TIMER, str(args.runs), json.dumps(host)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         for label, (ms, rss) in json.loads(proc.stdout).items():
             print(f"{label}: median {ms:.1f} ms (peak RSS so far {rss:.1f} MB)")
         print(f"load: {os.getloadavg()[0]:.2f}")
