@@ -83,17 +83,29 @@ def closure_root(runtime: Runtime, dest: Path) -> Path:
     return dest
 
 
+def chroot_argv(root: Path, argv: list[str]) -> list[str]:
+    """``argv`` chrooted into ``root`` with an empty environment, in its own
+    mount and PID namespaces (a private /proc and /dev/null inside); the whole
+    namespace dies with the returned command's process (--kill-child)."""
+    (root / "proc").mkdir(exist_ok=True)
+    (root / "dev").mkdir(exist_ok=True)
+    (root / "dev/null").touch()
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"  # env -i has no PATH to find it
+    # /proc and /dev/null as an image's PID 1 mounts them (the agent's
+    # children get /dev/null as stdin); nothing else of the host.
+    script = (
+        'mount -t proc proc "$2/proc" && mount --bind /dev/null "$2/dev/null" && exec env -i "$@"'
+    )
+    unshare = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--"]
+    return [*unshare, "/bin/sh", "-c", script, "sh", chroot, str(root), *argv]
+
+
 def in_chroot(
     root: Path, argv: list[str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` chrooted into ``root`` with an empty environment, in
-    its own mount and PID namespaces (a private /proc mounted inside)."""
-    (root / "proc").mkdir(exist_ok=True)
-    chroot = shutil.which("chroot") or "/usr/sbin/chroot"  # env -i has no PATH to find it
-    script = 'mount -t proc proc "$2/proc" && exec env -i "$@"'
-    unshare = ["unshare", "--mount", "--pid", "--fork", "--", "/bin/sh", "-c", script, "sh"]
+    """Run ``argv`` as :func:`chroot_argv` says and wait for it."""
     return subprocess.run(
-        [*unshare, chroot, str(root), *argv],
+        chroot_argv(root, argv),
         env={},
         capture_output=True,
         text=True,

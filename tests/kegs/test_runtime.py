@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from ._runtime import REPO, STORE, Runtime, build_runtime, closure_root, in_chroot
+from ._runtime import (
+    REPO,
+    STORE,
+    Runtime,
+    build_runtime,
+    chroot_argv,
+    closure_root,
+    in_chroot,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +132,36 @@ def test_a_bad_command_line_is_one_line_in_the_chroot_too(runtime: Runtime, chro
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def _wait(predicate: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_the_agent_runs_chrooted_and_repairs_drift_on_an_event(
+    runtime: Runtime, chroot: Path
+) -> None:
+    """The resident agent (asyncio without ssl, inotify, SQLite state) on
+    the keg runtime alone: it converges, then repairs a tampered file."""
+    target = chroot / "agent-target"
+    target.mkdir()
+    motd = target / "etc/motd"
+    argv = chroot_argv(chroot, [runtime.entry, "agent", "/policy", "--root", "/agent-target"])
+    agent = subprocess.Popen(
+        argv, env={}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert _wait(motd.is_file, 60), "the agent did not converge"
+        wanted = motd.read_text()
+        motd.write_text("tampered\n")
+        assert _wait(lambda: motd.read_text() == wanted, 20), "drift was not repaired"
+        assert agent.poll() is None
+    finally:
+        agent.kill()  # --kill-child: the namespace's PID 1 dies with it
+        output, _ = agent.communicate(timeout=30)
+    assert "Traceback" not in output, output

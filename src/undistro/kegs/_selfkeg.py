@@ -7,9 +7,10 @@ tarball whose bytes depend only on the files' names, modes and contents
 enters the source cache by its SHA-256 and a recipe naming that hash is
 written beside it, so the same tree always gives the same keg path and an
 edited tree a new one. The recipe's ``bin/undistro`` runs the agent with the
-keg CPython, isolated (``-I``) from the environment, with exactly the
-site-packages of its dependency kegs on ``sys.path``: the runtime closure is
-that one keg's closure (examples/runtime, docs/image-runtime.md).
+keg CPython, isolated (``-I``) from the environment, with its own
+site-packages on ``sys.path``, where the dependency kegs' packages are
+linked in: the runtime closure is that one keg's closure
+(examples/runtime, docs/image-runtime.md).
 """
 
 from __future__ import annotations
@@ -100,13 +101,16 @@ system = "commands"
 env = {{ SITE = "{{destdir}}{{prefix}}/lib/python3.11/site-packages" }}
 commands = [
   "mkdir -p $SITE {{destdir}}{{prefix}}/bin && cp -r undistro $SITE/",
-  "{{deps.python.prefix}}/bin/python3.11 -I -m compileall -q --invalidation-mode unchecked-hash -s {{destdir}} $SITE",
+  "{{deps.python.prefix}}/bin/python3.11 -I -m compileall -q \
+--invalidation-mode unchecked-hash -s {{destdir}} $SITE",
+  # One site-packages with everything: the agent starts its own helpers as
+  # `python -m undistro…` with PYTHONPATH = this directory, so the
+  # dependencies must be found there too (links into their kegs).
+  "for dep in {dep_prefixes}; do ln -s $dep/lib/python3.11/site-packages/* $SITE/; done",
   '''cat > {{destdir}}{{prefix}}/bin/undistro <<'SHIM'
 #!{{deps.python.prefix}}/bin/python3.11 -I
 import sys
-sys.path[0:0] = [
-    "{{prefix}}/lib/python3.11/site-packages",
-{paths}]
+sys.path[0:0] = ["{{prefix}}/lib/python3.11/site-packages"]
 from undistro.cli import main
 sys.exit(main())
 SHIM''',
@@ -114,8 +118,5 @@ SHIM''',
 ]
 """
 _RECIPE = _RECIPE.replace(
-    "{paths}",
-    "".join(
-        f'    "{{{{deps.{name}.prefix}}}}/lib/python3.11/site-packages",\n' for name in PYTHON_DEPS
-    ),
+    "{dep_prefixes}", " ".join(f"{{{{deps.{name}.prefix}}}}" for name in PYTHON_DEPS)
 )
