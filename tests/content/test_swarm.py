@@ -65,7 +65,7 @@ def test_100_mb_reaches_ten_nodes_verified_with_one_upload_and_no_discovery(tmp_
             async def run() -> dict[str, dict[str, float]]:
                 try:
                     await asyncio.gather(*(s.start() for s in swarms))
-                    await swarms[0].seed(ref.sha256)
+                    await swarms[0].seed(ref.sha256, receivers=len(hosts) - 1)
                     await asyncio.gather(
                         *(
                             s.fetch(ref, peers_of(hosts, h), timeout=80)
@@ -114,7 +114,7 @@ def test_a_peer_serving_corrupted_pieces_corrupts_nobody(tmp_path: Path) -> None
 
             async def run() -> dict[str, float]:
                 try:
-                    await seed.seed(ref.sha256)
+                    await seed.seed(ref.sha256, receivers=1)
                     # Only the liar at first: its pieces must fail their hashes.
                     task = asyncio.create_task(fetch.fetch(ref, [(liar.address, SWARM_PORT)], 60))
                     deadline = time.monotonic() + 30
@@ -153,7 +153,7 @@ def test_metadata_that_does_not_fit_the_signed_reference_is_refused(tmp_path: Pa
         async def run() -> list[str]:
             errors = []
             try:
-                await seed.seed(ref.sha256)
+                await seed.seed(ref.sha256, receivers=1)
                 for bad in lies:
                     with pytest.raises(SwarmError) as err:
                         await fetch.fetch(bad, [(origin.address, SWARM_PORT)], timeout=30)

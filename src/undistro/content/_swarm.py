@@ -191,13 +191,18 @@ class Swarm:
                 await self.close()
                 raise
 
-    async def seed(self, sha256: str) -> None:
-        """Serve the stored blob ``sha256`` to the swarm (the origin's side)."""
+    async def seed(self, sha256: str, receivers: int = 3) -> None:
+        """Serve the stored blob ``sha256`` to the swarm (the origin's side).
+
+        ``receivers``: how many nodes are expected to fetch it (the fleet's
+        size); from 3 on the origin super-seeds, uploading about one copy.
+        """
         path = self.state_dir / "content" / "sha256" / sha256
         if not path.is_file():
             raise SwarmError(f"blob {sha256} is not in the store")
         await self.start()
-        await self._call({"op": "seed", "sha256": sha256}, "seeding", sha256, 120)
+        msg = {"op": "seed", "sha256": sha256, "receivers": receivers}
+        await self._call(msg, "seeding", sha256, 120)
 
     async def fetch(
         self, ref: SwarmRef, peers: Sequence[tuple[str, int]], timeout: float = 600

@@ -31,6 +31,13 @@ import libtorrent as lt
 from undistro.content._swarm import SwarmError, SwarmRef, torrent_info
 
 
+# Super-seeding reveals each piece to one peer and waits to see it elsewhere
+# before revealing another: the origin uploads about one copy (1.01x to 10
+# receivers, 4.1x without). With one or two receivers it stalls (a 1 MB blob
+# to one peer: no byte in 10 s), so an origin super-seeds only for more.
+SUPER_SEED_RECEIVERS = 3
+
+
 def settings(listen: str) -> dict[str, Any]:
     """The session settings: nothing public, TCP only, a fast tick for a LAN."""
     return {
@@ -97,7 +104,8 @@ class Child:
         sha = str(msg.get("sha256", ""))
         try:
             if op == "seed":
-                self.seed(sha, super_seed=True)
+                receivers = int(msg.get("receivers", SUPER_SEED_RECEIVERS))
+                self.seed(sha, super_seed=receivers >= SUPER_SEED_RECEIVERS)
                 self.emit("seeding", sha256=sha)
             elif op == "fetch":
                 ref = SwarmRef(sha, int(msg["size"]), str(msg["info_hash"]))
@@ -125,9 +133,7 @@ class Child:
         atp = lt.add_torrent_params()
         atp.ti = lt.torrent_info(b"d4:info" + info + b"e")
         atp.save_path = str(self.store)
-        # The store holds only verified blobs: no recheck at start. The origin
-        # super-seeds (reveals each piece to one peer at a time) so that it
-        # uploads about one copy whatever the fleet's size.
+        # The store holds only verified blobs: no recheck at start.
         atp.flags = (atp.flags | lt.torrent_flags.seed_mode) & ~lt.torrent_flags.auto_managed
         atp.flags &= ~lt.torrent_flags.paused
         if super_seed:
