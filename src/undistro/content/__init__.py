@@ -1,0 +1,1 @@
+"""Content from peers: the one SHA-256 store and each node's HTTP face."""
