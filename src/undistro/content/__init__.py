@@ -1,4 +1,5 @@
-"""Content: SHA-256-addressed blobs that every node stores and serves.
+"""Content: SHA-256-addressed blobs that every node stores and serves (the
+swarm for large ones, each node's HTTP face for the rest).
 
 Names are imported on first use, so the agent pays only for what it touches
 (the swarm's libtorrent never enters the agent at all: it runs in a child).
