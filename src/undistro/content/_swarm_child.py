@@ -270,8 +270,20 @@ class Child:
                 except queue.Empty:
                     break
                 if msg is None:
+                    self.shut_down()
                     return
                 self.do(msg)
+
+    def shut_down(self) -> None:
+        # remove_torrent(delete_files) is asynchronous: libtorrent's disk
+        # thread may still write a refused or half-fetched download after
+        # fail() swept it. Only once the session is gone is no one writing;
+        # then every swarm-* staging dir left is garbage (a finished blob is
+        # already renamed into the store).
+        self.torrents.clear()
+        del self.ses
+        for stale in self.tmp.glob("swarm-*"):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
