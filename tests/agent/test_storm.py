@@ -126,7 +126,10 @@ def test_sigterm_during_a_storm_exits_cleanly(agent: AgentProc) -> None:
         stop.set()
         writer.join()
     assert code == 0, agent.log()[-2000:]
-    assert took < 3, took
+    # The latency itself is a benchmark figure (bench/agent_storm.py: 33-990 ms);
+    # this bound only says the pass was cut short. 4.8 s was seen on a fresh
+    # Debian 12 sharing 2 cores with a second full suite and two CPython builds.
+    assert took < 8, took
     assert "stopped" in agent.log()
     _no_tracebacks(agent)
 
