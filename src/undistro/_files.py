@@ -15,3 +15,12 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new entry in ``path`` survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -11,6 +11,13 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from undistro.content._store import (
+        ContentError,
+        ContentStore,
+        HashMismatch,
+        check_hex,
+        store_for_root,
+    )
     from undistro.content._swarm import (
         SWARM_PORT,
         SWARM_THRESHOLD,
@@ -22,6 +29,11 @@ if TYPE_CHECKING:
     )
 
 _WHERE = {
+    "ContentError": "_store",
+    "ContentStore": "_store",
+    "HashMismatch": "_store",
+    "check_hex": "_store",
+    "store_for_root": "_store",
     "SWARM_PORT": "_swarm",
     "SWARM_THRESHOLD": "_swarm",
     "Swarm": "_swarm",
@@ -33,9 +45,14 @@ _WHERE = {
 __all__ = [
     "SWARM_PORT",
     "SWARM_THRESHOLD",
+    "ContentError",
+    "ContentStore",
+    "HashMismatch",
     "Swarm",
     "SwarmError",
     "SwarmRef",
+    "check_hex",
+    "store_for_root",
     "swarm_peers",
     "swarm_ref",
 ]

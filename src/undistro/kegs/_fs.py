@@ -5,18 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 
-from undistro._files import atomic_write
+from undistro._files import atomic_write, fsync_dir
 
 __all__ = ["atomic_write", "fsync_dir", "remove_tree"]
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename or a new entry in ``path`` survive a power cut."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_tree(path: str) -> None:
