@@ -37,7 +37,10 @@ def test_kill_9_during_apply_leaves_each_file_old_or_new(policy: PolicyDir, root
         body = NEW if converged == OLD else OLD
         write_policy(body)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.15 + 0.1 * attempt)
+        # Kill once the run is seen writing (a temp file or a file already
+        # new), a little later each attempt; a fixed sleep let a quiet fresh
+        # machine finish every run before the kill.
+        _wait_until_writing(root, body, proc, after=attempt * 0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed_mid_run += proc.returncode == -signal.SIGKILL
@@ -59,3 +62,16 @@ def test_kill_9_during_apply_leaves_each_file_old_or_new(policy: PolicyDir, root
         ]
         assert leftovers == []
     assert killed_mid_run > 0
+
+
+def _wait_until_writing(root: Path, body: str, proc: subprocess.Popen[bytes], after: float) -> None:
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        for d in range(10):
+            folder = root / f"data/d{d}"
+            for name in os.listdir(folder):
+                if name.startswith(".") or (
+                    d == 0 and name == "f0000" and (folder / name).read_text() == body
+                ):
+                    time.sleep(after)
+                    return
