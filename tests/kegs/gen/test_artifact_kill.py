@@ -57,11 +57,14 @@ def test_kill_9_during_installs_leaves_complete_kegs_or_none(
     install("big", cache, os.path.join(base, "probe"), {load_public_key(f"{key}.pub")})
     window = max(0.08, 3 * (time.monotonic() - started))
     rng = random.Random(99)
-    for _ in range(25):
+    # Kill times spread from ~0 to the whole window, most of them early: with
+    # uniform times a quiet fresh Debian 12 finished every install before its
+    # kill (complete 50, partial 0), a one-install window caught none complete.
+    for i in range(25):
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE)
         try:
             assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-            time.sleep(rng.uniform(0, window))
+            time.sleep(window * ((i + rng.random()) / 25) ** 3)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
