@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tests.content._swarm_nodes import peers_of, put_blob, store_path, swarm_for
 from tests.fleet.netns import Host, namespace_hosts
+
 from undistro.content import Swarm, SwarmRef
 
 HTTP_PORT = 7948
@@ -86,7 +87,7 @@ async def swarm_to(swarms: list[Swarm], hosts: list[Host], ref: SwarmRef) -> flo
         *(
             s.fetch(ref, peers_of(hosts, h), timeout=600)
             for s, h in zip(swarms[1:], hosts[1:], strict=True)
-        )  # fmt: skip
+        )
     )
     return time.monotonic() - start
 

@@ -30,7 +30,6 @@ import libtorrent as lt
 
 from undistro.content._swarm import SwarmError, SwarmRef, torrent_info
 
-
 # Super-seeding reveals each piece to one peer and waits to see it elsewhere
 # before revealing another: the origin uploads about one copy (1.01x to 10
 # receivers, 4.1x without). With one or two receivers it stalls (a 1 MB blob
