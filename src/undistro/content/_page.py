@@ -1,0 +1,81 @@
+"""The fleet page any node serves on its HTTP face.
+
+Routes (all public, read-only; nothing here is a secret the fleet's
+gossip does not already carry to every member):
+
+- ``GET /``: the page (undistro.content._page_html), no external asset;
+- ``GET /events``: ``text/event-stream``. First a ``snapshot`` event (every
+  node this server knows), then a ``node`` event each time a node's record
+  changes — pushed when Serf brings news (undistro.content._page_state),
+  never on a timer: an idle stream sends nothing at all. Opening one asks
+  the fleet for fresh cards (a Serf status query, rate-limited);
+- ``GET /fleet.json``: the same snapshot, for curl and scripts.
+
+A node's logs are not here: ``/logs/<service>`` on that node needs an
+operator's signature, so the page shows its URL and the ``undistro fleet
+logs`` command instead of a link a browser could not follow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from undistro.content._http import HttpFace, Request, Response, text
+from undistro.content._page_html import CSP, page
+from undistro.content._page_state import FleetView
+
+MAX_STREAMS = 32  # event streams at once; the face's connection limit is above it
+RETRY_MS = 1000  # how soon a browser reconnects a dropped stream
+
+_HEADERS = [
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+]
+
+
+def sse(event: str, data: Any) -> bytes:
+    """One server-sent event; compact JSON never holds a raw newline."""
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=True)
+    return f"event: {event}\ndata: {body}\n\n".encode()
+
+
+def add_fleet_page(face: HttpFace, view: FleetView, *, node: str) -> None:
+    """Serve ``view`` as this node's fleet page on ``face``."""
+    document = page(node)
+
+    async def index(request: Request) -> Response:
+        headers = [("Content-Type", "text/html; charset=utf-8"),
+                   ("Content-Security-Policy", CSP), *_HEADERS]  # fmt: skip
+        return Response(200, headers, document)
+
+    async def snapshot(request: Request) -> Response:
+        body = json.dumps({"node": node, "nodes": view.snapshot()}, sort_keys=True).encode()
+        return Response(200, [("Content-Type", "application/json"), *_HEADERS], body + b"\n")
+
+    async def events(request: Request) -> Response:
+        if view.stats()["subscribers"] >= MAX_STREAMS:
+            return text(503, f"at most {MAX_STREAMS} event streams at once")
+        headers = [("Content-Type", "text/event-stream"), *_HEADERS]
+        return Response(200, headers, stream=_stream(view, node))
+
+    face.route("/", index)
+    face.route("/events", events)
+    face.route("/fleet.json", snapshot)
+
+
+async def _stream(view: FleetView, node: str) -> AsyncIterator[bytes]:
+    # Subscribed only once the body is sent: a HEAD, or a response the
+    # client never reads, holds nothing.
+    sub = view.subscribe()
+    try:
+        yield f"retry: {RETRY_MS}\n\n".encode() + sse(
+            "snapshot", {"node": node, "nodes": view.snapshot()}
+        )
+        while True:
+            records = await sub.changes()
+            yield b"".join(sse("node", r) for r in records)
+    finally:
+        sub.close()
