@@ -19,12 +19,15 @@ logs`` command instead of a link a browser could not follow.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
-from undistro.content._http import HttpFace, Request, Response, text
+from undistro.content._http import DEFAULT_PORT, HttpFace, Request, Response, text
 from undistro.content._page_html import CSP, page
-from undistro.content._page_state import FleetView
+from undistro.content._page_state import FleetView, PageFeed
+
+if TYPE_CHECKING:
+    from undistro.fleet._member import FleetMember
 
 MAX_STREAMS = 32  # event streams at once; the face's connection limit is above it
 RETRY_MS = 1000  # how soon a browser reconnects a dropped stream
@@ -64,6 +67,36 @@ def add_fleet_page(face: HttpFace, view: FleetView, *, node: str) -> None:
     face.route("/", index)
     face.route("/events", events)
     face.route("/fleet.json", snapshot)
+
+
+def serve_fleet_page(face: HttpFace, member: FleetMember) -> PageFeed:
+    """The page on ``face``, fed by ``member``'s Serf stream."""
+    feed = PageFeed(FleetView())
+    member.watch(feed)
+    add_fleet_page(face, feed.view, node=member.config.name)
+    return feed
+
+
+async def open_face(
+    member: FleetMember, state_dir: str, *, log: Callable[[str], None], port: int = DEFAULT_PORT
+) -> HttpFace | None:
+    """This node's face on its fleet address, serving the fleet page, its
+    port advertised in the Serf tag ``http``. None (and a log line) if the
+    address cannot be had: the agent runs on without a face."""
+    from undistro.content._http import start_http_face
+
+    if member.config.bind is None:
+        return None
+    host = member.config.bind.rpartition(":")[0].strip("[]")
+    try:
+        face = await start_http_face(state_dir, host, port, log=log)
+    except OSError as exc:
+        log(f"http face: cannot listen on {host}:{port}: {exc.strerror or exc}")
+        return None
+    serve_fleet_page(face, member)
+    member.advertise("http", str(face.port))
+    log(f"http face on {host}:{face.port}: the fleet page is at http://{host}:{face.port}/")
+    return face
 
 
 async def _stream(view: FleetView, node: str) -> AsyncIterator[bytes]:

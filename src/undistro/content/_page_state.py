@@ -217,7 +217,7 @@ class FleetView:
         self.nodes: dict[str, dict[str, Any]] = {}
         self._subs: set[Subscription] = set()
         self._max_nodes = max_nodes
-        self._on_open = on_open  # a page opened: ask the fleet (a status query)
+        self.on_open = on_open  # a page opened: ask the fleet (a status query)
         self.counts = {"cards": 0, "refused": 0, "stale": 0, "member_events": 0, "pushes": 0}
 
     def record(self, name: str) -> dict[str, Any] | None:
@@ -260,8 +260,8 @@ class FleetView:
     def subscribe(self) -> Subscription:
         sub = Subscription(self)
         self._subs.add(sub)
-        if self._on_open is not None:
-            self._on_open()
+        if self.on_open is not None:
+            self.on_open()
         return sub
 
     def stats(self) -> dict[str, Any]:
@@ -318,6 +318,7 @@ class PageFeed:
         self, view: FleetView, *, query_timeout: float = 2.0, min_interval: float = 2.0
     ) -> None:
         self.view = view
+        view.on_open = self.ask
         self._client: SerfClient | None = None
         self._timeout = query_timeout
         self._min_interval = min_interval

@@ -1,0 +1,144 @@
+"""The fleet page on real agents in network namespaces, read by headless Chromium.
+
+Three test hosts, each with its own address, Serf and undistro agent (the
+harness of tests/fleet/test_fleet_hosts.py). Chromium runs in host 0's
+namespace and opens host 0's page; a promise fails on host 2, and the page
+served by host 0 must show it within a second — measured from the write
+that breaks it to the DOM change, both on this machine's clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PolicyDir
+from tests.content._chromium import Chromium
+from tests.fleet.netns import namespace_hosts
+from tests.fleet.test_fleet_hosts import (  # noqa: F401 - fixtures
+    FleetNode,
+    _alive,
+    _wait,
+    fleet_dir,
+    short_tmp,
+)
+
+ARTIFACTS = Path(os.environ.get("UNDISTRO_ARTIFACTS", Path(__file__).parents[1] / "artifacts"))
+HOSTILE = "<img src=x onerror=document.title='owned'>"
+
+# A file whose repair is judged by a validator the test controls: with the
+# flag file present the validator refuses (printing hostile HTML, which
+# becomes the promise's error text), and the promise fails.
+POLICY = f"""
+[[file]]
+path = "/etc/app.conf"
+content = "good\\n"
+validate = ["/bin/sh", "-c", "if [ -e \\"$UNDISTRO_ROOT/etc/fail\\" ]; then echo \\"{HOSTILE}\\"; exit 1; fi", "sh", "{{path}}"]
+
+[[service]]
+name = "ticker<b>"
+command = ["/bin/sleep", "100000"]
+"""
+
+
+@pytest.fixture
+def three(short_tmp: Path, fleet_dir: Path, policy: PolicyDir) -> Iterator[list[FleetNode]]:  # noqa: F811
+    with namespace_hosts(3, net=11) as hosts:
+        nodes = [FleetNode(h, short_tmp, fleet_dir, hosts[0].address, ["web"]) for h in hosts]
+        try:
+            for node in nodes:
+                node.start()
+            _wait(lambda: _alive(nodes[0]) == 3, 30, "3 alive members")
+            policy.resources(POLICY)
+            out = nodes[1].run("fleet", "push", str(policy), "--fleet", str(fleet_dir))
+            assert out.returncode == 0, out.stderr
+            _wait(
+                lambda: all((n.root / "etc/app.conf").exists() for n in nodes),
+                30,
+                "revision 1 on every node",
+            )
+            yield nodes
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+@pytest.fixture
+def chromium(three: list[FleetNode]) -> Iterator[Chromium]:
+    browser = Chromium(wrap=three[0].host.argv())
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+def _row(name: str, cell: str) -> str:
+    return f"(document.querySelector('tr[data-node=\"{name}\"] .{cell}')?.textContent ?? null)"
+
+
+def _until(expression: str, timeout: float = 20.0) -> str:
+    """A promise resolving to Date.now() once ``expression`` is true, checked
+    at every change of the node table (a MutationObserver, no timer)."""
+    return f"""new Promise((resolve, reject) => {{
+      const done = () => {{ if ({expression}) {{ obs.disconnect(); resolve(Date.now()); return true; }} }};
+      const obs = new MutationObserver(done);
+      obs.observe(document.getElementById('nodes'), {{childList: true, subtree: true, characterData: true}});
+      if (!done()) setTimeout(() => reject(new Error({json.dumps("timed out: " + expression)})), {int(timeout * 1000)});
+    }})"""
+
+
+def test_a_failed_promise_shows_on_another_nodes_page_within_a_second(
+    three: list[FleetNode], chromium: Chromium
+) -> None:
+    names = [n.host.name for n in three]
+    url = f"http://{three[0].host.address}:7948/"
+    chromium.navigate(url)
+    everyone = " && ".join(f"{_row(n, 'c-revision')} === '1'" for n in names)
+    chromium.evaluate(_until(everyone), timeout=30)
+    assert chromium.evaluate(_row(names[2], "c-failed")) == "0"
+    services = chromium.evaluate(
+        f"document.querySelector('tr[data-node=\"{names[2]}\"] .services').textContent"
+    )
+    assert "ticker<b> running" in services
+
+    # Break host 2's promise; host 0's page must show it.
+    victim = three[2].root
+    (victim / "etc/fail").write_text("")
+    failed = _row(names[2], "c-failed") + " === '1'"
+    chromium.send("Runtime.evaluate", expression=f"window.failedAt = {_until(failed)}")
+    t0 = time.time()
+    (victim / "etc/app.conf").write_text("drift\n")
+    shown_ms = chromium.evaluate("window.failedAt", timeout=10)
+    latency = shown_ms / 1000 - t0
+    print(
+        f"\nfleet page: host 2's failed promise in host 0's DOM {latency * 1000:.0f} ms after the drift"
+    )
+    assert latency < 1.0
+
+    # The hostile error text is text: no element made of it, no script run.
+    errors = chromium.evaluate(
+        f"document.querySelector('tr[data-node=\"{names[2]}\"] .errors').textContent"
+    )
+    record = chromium.evaluate(f"JSON.stringify(nodes.get('{names[2]}'))")
+    assert HOSTILE in errors and "file:/etc/app.conf" in errors, record
+    assert chromium.evaluate("document.querySelectorAll('img, b').length") == 0
+    assert chromium.evaluate("document.title") == "undistro fleet"
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "fleet-page.png"
+    chromium.screenshot(str(shot))
+    print(f"fleet page screenshot: {shot}")
+    assert shot.stat().st_size > 10_000
+
+    # Mend it: the next repair shows as kept, with the repair listed.
+    (victim / "etc/fail").unlink()
+    mended = _row(names[2], "c-failed") + " === '0'"
+    chromium.send("Runtime.evaluate", expression=f"window.mended = {_until(mended)}")
+    (victim / "etc/app.conf").write_text("drift again\n")
+    chromium.evaluate("window.mended", timeout=10)
+    assert "file:/etc/app.conf" in chromium.evaluate(_row(names[2], "repairs"))
