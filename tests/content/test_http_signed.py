@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import RunCli
+
 from undistro.content._auth import operator_authorise, sign_request
 from undistro.content._http import HttpFace, start_http_face
 from undistro.content._node_routes import add_node_routes
