@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import PolicyDir
 from tests.content._chromium import Chromium
 from tests.fleet.netns import namespace_hosts
