@@ -29,7 +29,6 @@ from undistro.content._page_state import FleetView, PageFeed
 if TYPE_CHECKING:
     from undistro.fleet._member import FleetMember
 
-MAX_STREAMS = 32  # event streams at once; the face's connection limit is above it
 RETRY_MS = 1000  # how soon a browser reconnects a dropped stream
 
 _HEADERS = [
@@ -50,6 +49,8 @@ def add_fleet_page(face: HttpFace, view: FleetView, *, node: str) -> None:
     document = page(node)
 
     async def index(request: Request) -> Response:
+        if request.path != "/":  # a route "/" is the face's fallback for every path
+            return text(404, "not found")
         headers = [("Content-Type", "text/html; charset=utf-8"),
                    ("Content-Security-Policy", CSP), *_HEADERS]  # fmt: skip
         return Response(200, headers, document)
@@ -59,8 +60,6 @@ def add_fleet_page(face: HttpFace, view: FleetView, *, node: str) -> None:
         return Response(200, [("Content-Type", "application/json"), *_HEADERS], body + b"\n")
 
     async def events(request: Request) -> Response:
-        if view.stats()["subscribers"] >= MAX_STREAMS:
-            return text(503, f"at most {MAX_STREAMS} event streams at once")
         headers = [("Content-Type", "text/event-stream"), *_HEADERS]
         return Response(200, headers, stream=_stream(view, node))
 
@@ -109,6 +108,8 @@ async def _stream(view: FleetView, node: str) -> AsyncIterator[bytes]:
         )
         while True:
             records = await sub.changes()
+            if records is None:
+                return  # ended for a newer stream (FleetView.subscribe)
             yield b"".join(sse("node", r) for r in records)
     finally:
         sub.close()

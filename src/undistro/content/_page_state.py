@@ -35,6 +35,7 @@ MAX_NODES = 10_000  # a view of a fleet larger than this drops names it never sa
 MAX_TEXT = 200
 MAX_SERVICES = 64
 MAX_ITEMS = 5  # failing promises, recent repairs
+MAX_STREAMS = 32  # pages open at once on one node; a new one ends the oldest
 
 _INTS = ("revision", "generation", "kept", "repaired", "failed", "services_up", "services_failed")
 
@@ -46,35 +47,44 @@ def compact(data: Any) -> bytes:
 def encode_card(node: str, summary: Mapping[str, Any], limit: int = EVENT_LIMIT) -> bytes:
     """``summary`` as one JSON object of at most ``limit`` bytes, ``node`` first.
 
-    The summary orders its fields most important first. What does not fit is
-    cut from the end: the last list loses its last items, the last long
-    string is shortened, and only then is the last field dropped.
+    What does not fit is cut in this order: long texts are shortened (down
+    to a few words each), then lists lose their last items, the last list
+    first (the summary orders its fields most important first), then the
+    last fields go.
     """
-    fields: dict[str, Any] = {"node": node[:128]}
-    for key, value in summary.items():  # copies: shrinking must not cut the caller's lists
-        fields[key] = list(value) if isinstance(value, list) else value
-        if isinstance(value, dict):
-            fields[key] = dict(value)
-    data = compact(fields)
+    for cap in _TEXT_CAPS:
+        fields = {"node": node[:128], **_capped(dict(summary), cap)}
+        data = compact(fields)
+        if len(data) <= limit:
+            return data
     while len(data) > limit:
         _shrink(fields)
         data = compact(fields)
     return data
 
 
+_TEXT_CAPS = (MAX_TEXT, 120, 80, 48, 24)
+
+
+def _capped(value: Any, cap: int) -> Any:
+    """A copy of ``value`` with every text at most ``cap`` characters."""
+    if isinstance(value, str):
+        return value if len(value) <= cap else value[: cap - 1] + "…"
+    if isinstance(value, list | tuple):
+        return [_capped(v, cap) for v in value]
+    if isinstance(value, dict):
+        return {(k[:cap] if isinstance(k, str) else k): _capped(v, cap) for k, v in value.items()}
+    return value
+
+
 def _shrink(fields: dict[str, Any]) -> None:
     for key in reversed(list(fields)):
         value = fields[key]
-        if key == "node":
-            continue
-        if isinstance(value, list | dict) and value:
-            if isinstance(value, list):
-                value.pop()
-            else:
-                value.pop(next(reversed(value)))
+        if isinstance(value, list) and value:
+            value.pop()
             return
-        if isinstance(value, str) and len(value) > 16:
-            fields[key] = value[: len(value) // 2] + "…"
+        if isinstance(value, dict) and value:
+            value.pop(next(reversed(value)))
             return
     for key in reversed(list(fields)):
         if key != "node":
@@ -211,14 +221,26 @@ class FleetView:
 
     ``subscribe()`` gives a :class:`Subscription` woken with the names of
     the nodes that changed; the page's event stream sends their records.
+    At most ``max_streams`` at once: a new one ends the oldest, because a
+    client that went away is noticed only when its stream is next written
+    to, and on a quiet fleet that may be never — the oldest is the likeliest
+    gone, and a live browser reconnects by itself.
     """
 
-    def __init__(self, *, max_nodes: int = MAX_NODES, on_open: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        *,
+        max_nodes: int = MAX_NODES,
+        max_streams: int = MAX_STREAMS,
+        on_open: Callable[[], None] | None = None,
+    ) -> None:
         self.nodes: dict[str, dict[str, Any]] = {}
-        self._subs: set[Subscription] = set()
+        self._subs: dict[Subscription, None] = {}  # oldest first
         self._max_nodes = max_nodes
+        self._max_streams = max_streams
         self.on_open = on_open  # a page opened: ask the fleet (a status query)
         self.counts = {"cards": 0, "refused": 0, "stale": 0, "member_events": 0, "pushes": 0}
+        self.counts["evicted"] = 0
 
     def record(self, name: str) -> dict[str, Any] | None:
         return self.nodes.get(name)
@@ -258,8 +280,12 @@ class FleetView:
         return True
 
     def subscribe(self) -> Subscription:
+        while len(self._subs) >= self._max_streams:
+            oldest = next(iter(self._subs))
+            oldest.close()
+            self.counts["evicted"] += 1
         sub = Subscription(self)
-        self._subs.add(sub)
+        self._subs[sub] = None
         if self.on_open is not None:
             self.on_open()
         return sub
@@ -293,16 +319,22 @@ class Subscription:
         self._view = view
         self.dirty: set[str] = set()
         self.wake = asyncio.Event()
+        self.closed = False
 
-    async def changes(self) -> list[dict[str, Any]]:
-        """Wait for a change; the records of every node changed since."""
+    async def changes(self) -> list[dict[str, Any]] | None:
+        """Wait for a change; the records of every node changed since, or
+        None once this subscription was closed (the stream ends)."""
         await self.wake.wait()
         self.wake.clear()
+        if self.closed:
+            return None
         names, self.dirty = sorted(self.dirty), set()
         return [r for r in (self._view.record(n) for n in names) if r is not None]
 
     def close(self) -> None:
-        self._view._subs.discard(self)
+        self.closed = True
+        self.wake.set()
+        self._view._subs.pop(self, None)
 
 
 class PageFeed:
