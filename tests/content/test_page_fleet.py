@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +27,10 @@ from tests.fleet.test_fleet_hosts import (  # noqa: F401 - fixtures
     fleet_dir,
     short_tmp,
 )
+from tests.supervisor._idle import WAITS, idle_syscalls
 
 ARTIFACTS = Path(os.environ.get("UNDISTRO_ARTIFACTS", Path(__file__).parents[1] / "artifacts"))
-HOSTILE = "<img src=x onerror=document.title='owned'>"
+HOSTILE = "<img src=x onerror=alert(1)>"
 
 # A file whose repair is judged by a validator the test controls: with the
 # flag file present the validator refuses (printing hostile HTML, which
@@ -141,3 +143,33 @@ def test_a_failed_promise_shows_on_another_nodes_page_within_a_second(
     (victim / "etc/app.conf").write_text("drift again\n")
     chromium.evaluate("window.mended", timeout=10)
     assert "file:/etc/app.conf" in chromium.evaluate(_row(names[2], "repairs"))
+
+    # Idle, with the page open: the serving agent makes no system call at
+    # all (no timer in the page's stream, nothing polled).
+    assert three[0].proc is not None
+    # First the news settles: the mend's cards, and the end ("done") of the
+    # status query the page's opening asked (2 s).
+    time.sleep(2.0)
+    calls = idle_syscalls(three[0].proc.pid, 3.0)
+    opens = chromium.evaluate("document.body.dataset.opens")
+    assert set(calls) <= WAITS, (calls, f"event stream opened {opens} times")
+    assert opens == "1"  # one stream all along: never dropped, never re-polled
+
+    # The page server's Serf killed: its supervisor restarts it, the page's
+    # feed follows the new session, and news still reaches the open page.
+    serf = three[0].serf_pid()
+    assert serf is not None
+    os.kill(serf, signal.SIGKILL)
+    _wait(lambda: three[0].serf_pid() not in (None, serf), 20, "serf restarted on host 0")
+    (three[1].root / "etc/fail").write_text("")
+    again = _row(names[1], "c-failed") + " === '1'"
+    chromium.send("Runtime.evaluate", expression=f"window.again = {_until(again, 30)}")
+    _wait(lambda: _alive(three[0]) == 3, 30, "host 0 back in the fleet")
+    (three[1].root / "etc/app.conf").write_text("drift\n")
+    chromium.evaluate("window.again", timeout=30)
+
+    # A node killed outright: Serf's failure detection marks it on the page.
+    gone = _row(names[2], "name .failed") + " === 'failed'"
+    chromium.send("Runtime.evaluate", expression=f"window.gone = {_until(gone, 30)}")
+    three[2].kill_all()
+    chromium.evaluate("window.gone", timeout=30)

@@ -124,7 +124,11 @@ es.addEventListener("snapshot", (e) => {
   document.body.dataset.updated = String(Date.now());
 });
 es.addEventListener("node", (e) => update(JSON.parse(e.data)));
-es.onopen = () => { conn.textContent = "live"; conn.className = ""; };
+let opens = 0;
+es.onopen = () => {
+  conn.textContent = "live"; conn.className = "";
+  document.body.dataset.opens = String(++opens);
+};
 es.onerror = () => { conn.textContent = "reconnecting"; conn.className = "off"; };
 document.getElementById("logs-close").addEventListener("click", () =>
   document.getElementById("logs").close());

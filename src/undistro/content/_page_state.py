@@ -47,50 +47,65 @@ def compact(data: Any) -> bytes:
 def encode_card(node: str, summary: Mapping[str, Any], limit: int = EVENT_LIMIT) -> bytes:
     """``summary`` as one JSON object of at most ``limit`` bytes, ``node`` first.
 
-    What does not fit is cut in this order: long texts are shortened (down
-    to a few words each), then lists lose their last items, the last list
-    first (the summary orders its fields most important first), then the
-    last fields go.
+    What does not fit is cut in stages, each only if still needed: long
+    texts keep their head and tail (an error's cause is at its end), down
+    to 120 characters; lists lose items from the end, the last list first
+    (the summary orders its fields most important first), down to one item
+    each; texts shorten further; then the rest of the lists and the last
+    fields go.
     """
-    for cap in _TEXT_CAPS:
-        fields = {"node": node[:128], **_capped(dict(summary), cap)}
+    fields = {"node": node[:128], **_capped(dict(summary), MAX_TEXT)}
+    data = compact(fields)
+
+    def fits() -> bool:
+        nonlocal data
         data = compact(fields)
-        if len(data) <= limit:
+        return len(data) <= limit
+
+    if fits():
+        return data
+    fields = {"node": fields["node"], **_capped(fields, 120)}
+    while not fits() and _pop_item(fields, keep=1):
+        pass
+    for cap in (80, 48, 24):
+        if fits():
             return data
-    while len(data) > limit:
-        _shrink(fields)
-        data = compact(fields)
+        fields = {"node": fields["node"], **_capped(fields, cap)}
+    while not fits() and _pop_item(fields, keep=0):
+        pass
+    while not fits():
+        del fields[next(k for k in reversed(list(fields)) if k != "node" or len(fields) == 1)]
+        if not fields:
+            return compact({"node": node[:32]})
     return data
 
 
-_TEXT_CAPS = (MAX_TEXT, 120, 80, 48, 24)
-
-
 def _capped(value: Any, cap: int) -> Any:
-    """A copy of ``value`` with every text at most ``cap`` characters."""
+    """A copy of ``value`` with every text at most ``cap`` characters (the
+    node's name excepted: it is the card's identity)."""
     if isinstance(value, str):
-        return value if len(value) <= cap else value[: cap - 1] + "…"
+        return value if len(value) <= cap else value[: cap // 2 - 1] + "…" + value[-(cap // 2) :]
     if isinstance(value, list | tuple):
         return [_capped(v, cap) for v in value]
     if isinstance(value, dict):
-        return {(k[:cap] if isinstance(k, str) else k): _capped(v, cap) for k, v in value.items()}
+        return {
+            (k[:cap] if isinstance(k, str) else k): (v if k == "node" else _capped(v, cap))
+            for k, v in value.items()
+        }
     return value
 
 
-def _shrink(fields: dict[str, Any]) -> None:
+def _pop_item(fields: dict[str, Any], *, keep: int) -> bool:
+    """Remove the last item of the last list or table longer than ``keep``."""
     for key in reversed(list(fields)):
         value = fields[key]
-        if isinstance(value, list) and value:
+        if isinstance(value, list) and len(value) > keep:
             value.pop()
-            return
-        if isinstance(value, dict) and value:
+            return True
+        if isinstance(value, dict) and len(value) > keep:
             value.pop(next(reversed(value)))
-            return
-    for key in reversed(list(fields)):
-        if key != "node":
-            del fields[key]
-            return
-    fields["node"] = fields["node"][: len(fields["node"]) // 2]  # a name alone too long
+            return True
+    return False
 
 
 def parse_card(payload: bytes) -> dict[str, Any] | None:
