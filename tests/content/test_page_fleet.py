@@ -136,6 +136,19 @@ def test_a_failed_promise_shows_on_another_nodes_page_within_a_second(
     print(f"fleet page screenshot: {shot}")
     assert shot.stat().st_size > 10_000
 
+    # A service's logs link explains where they are and how to read them
+    # (a node's /logs/ needs an operator's signature, which a browser lacks).
+    chromium.evaluate(f"document.querySelector('tr[data-node=\"{names[2]}\"] .svc a').click()")
+    assert chromium.evaluate("document.getElementById('logs').open") is True
+    where = chromium.evaluate("document.getElementById('logs-url').textContent")
+    assert where == f"http://{three[2].host.address}:7948/logs/ticker<b>"
+    assert "undistro fleet logs ticker<b>" in chromium.evaluate(
+        "document.getElementById('logs-cmd').textContent"
+    )
+    chromium.screenshot(str(ARTIFACTS / "fleet-page-logs.png"))
+    chromium.evaluate("document.getElementById('logs-close').click()")
+    assert chromium.evaluate("document.getElementById('logs').open") is False
+
     # Mend it: the next repair shows as kept, with the repair listed.
     (victim / "etc/fail").unlink()
     mended = _row(names[2], "c-failed") + " === '0'"
