@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from tests.conftest import PolicyDir
 from tests.content._chromium import Chromium
-from tests.fleet.netns import namespace_hosts
 from tests.fleet.test_fleet_hosts import (  # noqa: F401 - fixtures
     FleetNode,
     _alive,
     _wait,
     fleet_dir,
     short_tmp,
+    three,
 )
 from tests.supervisor._idle import WAITS, idle_syscalls
 
@@ -48,30 +48,18 @@ command = ["/bin/sleep", "100000"]
 
 
 @pytest.fixture
-def three(short_tmp: Path, fleet_dir: Path, policy: PolicyDir) -> Iterator[list[FleetNode]]:  # noqa: F811
-    with namespace_hosts(3, net=11) as hosts:
-        nodes = [FleetNode(h, short_tmp, fleet_dir, hosts[0].address, ["web"]) for h in hosts]
-        try:
-            for node in nodes:
-                node.start()
-            _wait(lambda: _alive(nodes[0]) == 3, 30, "3 alive members")
-            policy.resources(POLICY)
-            out = nodes[1].run("fleet", "push", str(policy), "--fleet", str(fleet_dir))
-            assert out.returncode == 0, out.stderr
-            _wait(
-                lambda: all((n.root / "etc/app.conf").exists() for n in nodes),
-                30,
-                "revision 1 on every node",
-            )
-            yield nodes
-        finally:
-            for node in nodes:
-                node.stop()
+def pushed(three: list[FleetNode], fleet_dir: Path, policy: PolicyDir) -> list[FleetNode]:  # noqa: F811
+    """Three hosts (tests/fleet's fixture) running POLICY from a push."""
+    policy.resources(POLICY)
+    out = three[1].run("fleet", "push", str(policy), "--fleet", str(fleet_dir))
+    assert out.returncode == 0, out.stderr
+    _wait(lambda: all((n.root / "etc/app.conf").exists() for n in three), 30, "revision 1")
+    return three
 
 
 @pytest.fixture
-def chromium(three: list[FleetNode]) -> Iterator[Chromium]:
-    browser = Chromium(wrap=three[0].host.argv())
+def chromium(pushed: list[FleetNode]) -> Iterator[Chromium]:
+    browser = Chromium(wrap=pushed[0].host.argv())
     try:
         yield browser
     finally:
@@ -94,10 +82,11 @@ def _until(expression: str, timeout: float = 20.0) -> str:
 
 
 def test_a_failed_promise_shows_on_another_nodes_page_within_a_second(
-    three: list[FleetNode], chromium: Chromium
+    pushed: list[FleetNode], chromium: Chromium
 ) -> None:
-    names = [n.host.name for n in three]
-    url = f"http://{three[0].host.address}:7948/"
+    hosts = pushed
+    names = [n.host.name for n in hosts]
+    url = f"http://{hosts[0].host.address}:7948/"
     chromium.navigate(url)
     everyone = " && ".join(f"{_row(n, 'c-revision')} === '1'" for n in names)
     chromium.evaluate(_until(everyone), timeout=30)
@@ -108,7 +97,7 @@ def test_a_failed_promise_shows_on_another_nodes_page_within_a_second(
     assert "ticker<b> running" in services
 
     # Break host 2's promise; host 0's page must show it.
-    victim = three[2].root
+    victim = hosts[2].root
     (victim / "etc/fail").write_text("")
     failed = _row(names[2], "c-failed") + " === '1'"
     chromium.send("Runtime.evaluate", expression=f"window.failedAt = {_until(failed)}")
@@ -141,7 +130,7 @@ def test_a_failed_promise_shows_on_another_nodes_page_within_a_second(
     chromium.evaluate(f"document.querySelector('tr[data-node=\"{names[2]}\"] .svc a').click()")
     assert chromium.evaluate("document.getElementById('logs').open") is True
     where = chromium.evaluate("document.getElementById('logs-url').textContent")
-    assert where == f"http://{three[2].host.address}:7948/logs/ticker<b>"
+    assert where == f"http://{hosts[2].host.address}:7948/logs/ticker<b>"
     assert "undistro fleet logs ticker<b>" in chromium.evaluate(
         "document.getElementById('logs-cmd').textContent"
     )
@@ -159,30 +148,30 @@ def test_a_failed_promise_shows_on_another_nodes_page_within_a_second(
 
     # Idle, with the page open: the serving agent makes no system call at
     # all (no timer in the page's stream, nothing polled).
-    assert three[0].proc is not None
+    assert hosts[0].proc is not None
     # First the news settles: the mend's cards, and the end ("done") of the
     # status query the page's opening asked (2 s).
     time.sleep(2.0)
-    calls = idle_syscalls(three[0].proc.pid, 3.0)
+    calls = idle_syscalls(hosts[0].proc.pid, 3.0)
     opens = chromium.evaluate("document.body.dataset.opens")
     assert set(calls) <= WAITS, (calls, f"event stream opened {opens} times")
     assert opens == "1"  # one stream all along: never dropped, never re-polled
 
     # The page server's Serf killed: its supervisor restarts it, the page's
     # feed follows the new session, and news still reaches the open page.
-    serf = three[0].serf_pid()
+    serf = hosts[0].serf_pid()
     assert serf is not None
     os.kill(serf, signal.SIGKILL)
-    _wait(lambda: three[0].serf_pid() not in (None, serf), 20, "serf restarted on host 0")
-    (three[1].root / "etc/fail").write_text("")
+    _wait(lambda: hosts[0].serf_pid() not in (None, serf), 20, "serf restarted on host 0")
+    (hosts[1].root / "etc/fail").write_text("")
     again = _row(names[1], "c-failed") + " === '1'"
     chromium.send("Runtime.evaluate", expression=f"window.again = {_until(again, 30)}")
-    _wait(lambda: _alive(three[0]) == 3, 30, "host 0 back in the fleet")
-    (three[1].root / "etc/app.conf").write_text("drift\n")
+    _wait(lambda: _alive(hosts[0]) == 3, 30, "host 0 back in the fleet")
+    (hosts[1].root / "etc/app.conf").write_text("drift\n")
     chromium.evaluate("window.again", timeout=30)
 
     # A node killed outright: Serf's failure detection marks it on the page.
     gone = _row(names[2], "name .failed") + " === 'failed'"
     chromium.send("Runtime.evaluate", expression=f"window.gone = {_until(gone, 30)}")
-    three[2].kill_all()
+    hosts[2].kill_all()
     chromium.evaluate("window.gone", timeout=30)
