@@ -60,7 +60,8 @@ def latency(hosts: int, runs: int) -> dict[str, object]:
             everyone = " && ".join(f"{_row(n, 'c-revision')} === '1'" for n in names)
             browser.evaluate(_until(everyone, 60), timeout=60)
             weight = _weight(nodes[0], url)
-            samples = []
+            samples: list[float] = []
+            parts: list[tuple[float, float]] = []
             for i in range(runs):
                 victim = nodes[1 + i % (hosts - 1)]
                 name = victim.host.name
@@ -73,9 +74,17 @@ def latency(hosts: int, runs: int) -> dict[str, object]:
                     browser.send("Runtime.evaluate", expression=f"window.t = {_until(shown, 20)}")
                     started = time.time()
                     (victim.root / "etc/app.conf").write_text(f"drift {i}\n")
-                    at = browser.evaluate("window.t", timeout=20) / 1000
+                    try:
+                        at = browser.evaluate("window.t", timeout=20) / 1000
+                    except RuntimeError:
+                        _explain(browser, nodes[0], victim, started)
+                        raise
                     if flag:
                         samples.append(at - started)
+                        rec = browser.evaluate(f"JSON.stringify(nodes.get('{name}'))")
+                        rec = json.loads(rec)
+                        # the sender's card time, the server's time of hearing it
+                        parts.append((rec["card"]["at"] - started, rec["heard"] - started))
                 time.sleep(0.5)  # a window apart: each run is a fresh change
             rss = _rss_kb(nodes[0].proc.pid if nodes[0].proc else 0)
             return {
@@ -84,6 +93,8 @@ def latency(hosts: int, runs: int) -> dict[str, object]:
                 "failure_to_dom_ms": sorted(round(s * 1000) for s in samples),
                 "median_ms": round(statistics.median(samples) * 1000),
                 "max_ms": round(max(samples) * 1000),
+                # each run: sent (the card's time) and heard (the serving node), ms
+                "sent_heard_ms": [(round(a * 1000), round(b * 1000)) for a, b in parts],
                 "serving_agent_rss_mb": round(rss / 1024, 1),
                 **weight,
             }
@@ -93,6 +104,19 @@ def latency(hosts: int, runs: int) -> dict[str, object]:
             for node in nodes:
                 node.stop()
             shutil.rmtree(top, ignore_errors=True)
+
+
+def _explain(browser: Chromium, server: FleetNode, victim: FleetNode, started: float) -> None:
+    """Where a change that never showed was lost: the page, the server, the sender."""
+    name = victim.host.name
+    print("page has:", browser.evaluate(f"JSON.stringify(nodes.get('{name}'))"), file=sys.stderr)
+    url = f"http://{server.host.address}:7948/fleet.json"
+    script = "import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1]).read().decode())"
+    got = subprocess.run(server.host.argv(sys.executable, "-c", script, url), capture_output=True)
+    nodes = json.loads(got.stdout)["nodes"]
+    print("server has:", [n for n in nodes if n["name"] == name], file=sys.stderr)
+    print(f"changed at {started:.3f}; sender's log:", file=sys.stderr)
+    print(victim.log.read_text()[-1500:], file=sys.stderr)
 
 
 def _weight(node: FleetNode, url: str) -> dict[str, int]:

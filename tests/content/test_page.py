@@ -138,7 +138,7 @@ def test_a_view_is_bounded() -> None:
 async def test_a_storm_of_changes_is_one_event_per_window() -> None:
     sent: list[bytes] = []
     state = {"failed": 0}
-    announcer = Announcer("n1", lambda: state, sent.append, window=0.2)
+    announcer = Announcer("n1", lambda: state, sent.append, window=0.2, repeat=None)
     for i in range(1000):
         state["failed"] = i
         announcer.changed()
@@ -161,12 +161,38 @@ async def test_a_card_not_sent_is_sent_with_the_next_change() -> None:
         calls.append(card)
         raise OSError("serf is down")
 
-    announcer = Announcer("n1", lambda: {"failed": 1}, broken, window=0.0)
+    announcer = Announcer("n1", lambda: {"failed": 1}, broken, window=0.0, repeat=None)
     announcer.changed()
     await asyncio.sleep(0.01)
     announcer.changed()
     await asyncio.sleep(0.01)
     assert len(calls) == 2 and announcer.counts["failed"] == 2
+
+
+@aio
+async def test_each_card_goes_once_more_unless_a_newer_one_went() -> None:
+    sent: list[bytes] = []
+    state = {"failed": 1}
+    announcer = Announcer("n1", lambda: state, sent.append, window=0.05, repeat=0.2)
+    announcer.changed()
+    await asyncio.sleep(0.3)
+    assert len(sent) == 2 and sent[0] == sent[1]  # the card, and its repeat
+    await asyncio.sleep(0.3)
+    assert len(sent) == 2  # once more, not forever
+    state["failed"] = 2
+    announcer.changed()
+    await asyncio.sleep(0.1)
+    state["failed"] = 3
+    announcer.changed()  # before the repeat of failed=2: that one never goes
+    await asyncio.sleep(0.5)
+    assert [parse_card(c)["failed"] for c in sent[2:]] == [2, 3, 3]  # type: ignore[index]
+    announcer.close()
+    # The view takes a repeat as no news: no push to the pages.
+    view = FleetView()
+    view.card(sent[-1], via="event")
+    pushes = view.counts["pushes"]
+    view.card(sent[-1], via="event")
+    assert view.counts["pushes"] == pushes
 
 
 def test_the_page_has_no_timer_and_no_external_asset() -> None:

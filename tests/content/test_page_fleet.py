@@ -149,9 +149,9 @@ def test_a_failed_promise_shows_on_another_nodes_page_within_a_second(
     # Idle, with the page open: the serving agent makes no system call at
     # all (no timer in the page's stream, nothing polled).
     assert hosts[0].proc is not None
-    # First the news settles: the mend's cards, and the end ("done") of the
-    # status query the page's opening asked (2 s).
-    time.sleep(2.0)
+    # First the news settles: the mend's cards and their repeats (2 s), and
+    # the end ("done") of the status query the page's opening asked (2 s).
+    time.sleep(3.0)
     calls = idle_syscalls(hosts[0].proc.pid, 3.0)
     opens = chromium.evaluate("document.body.dataset.opens")
     assert set(calls) <= WAITS, (calls, f"event stream opened {opens} times")

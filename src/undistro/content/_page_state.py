@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 STATE_EVENT = "undistro-state"
 EVENT_LIMIT = 482 - len(STATE_EVENT)  # Serf counts the name and the payload together
 WINDOW = 0.25  # seconds: at most one card per node per window
+REPEAT = 2.0  # seconds: each card goes once more, unless a newer one went meanwhile
 MAX_NODES = 10_000  # a view of a fleet larger than this drops names it never saw alive
 MAX_TEXT = 200
 MAX_SERVICES = 64
@@ -163,7 +164,11 @@ class Announcer:
     """Sends this node's card when it changed, at most once per ``window``.
 
     ``changed()`` is cheap and may be called on every state change: the
-    card is built and compared only when it is due to go.
+    card is built and compared only when it is due to go. Each card is sent
+    once more ``repeat`` seconds later unless a newer one went meanwhile:
+    gossip is best-effort, and on a loaded machine a lost packet was seen
+    to leave a page 14 s behind (until Serf's anti-entropy) — the repeat
+    bounds that at ``repeat``, for one more small event per change.
     """
 
     def __init__(
@@ -173,16 +178,19 @@ class Announcer:
         send: Callable[[bytes], Any],
         *,
         window: float = WINDOW,
+        repeat: float | None = REPEAT,
     ) -> None:
         self.node = node
         self._summary = summary
         self._send = send  # a coroutine function (the Serf user event), or plain
         self._window = window
+        self._repeat_after = repeat
+        self._repeat: asyncio.TimerHandle | None = None
         self._last_sent = -math.inf
         self._last_card = b""
         self._due: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.counts = {"changes": 0, "sent": 0, "unchanged": 0, "failed": 0}
+        self.counts = {"changes": 0, "sent": 0, "unchanged": 0, "failed": 0, "repeated": 0}
 
     def changed(self) -> None:
         self.counts["changes"] += 1
@@ -196,9 +204,10 @@ class Announcer:
             self._due = loop.call_later(wait, self._go)
 
     def close(self) -> None:
-        if self._due is not None:
-            self._due.cancel()
-            self._due = None
+        for timer in (self._due, self._repeat):
+            if timer is not None:
+                timer.cancel()
+        self._due = self._repeat = None
 
     def _go(self) -> None:
         self._due = None
@@ -214,6 +223,20 @@ class Announcer:
         loop = asyncio.get_running_loop()
         self._last_sent, self._last_card = loop.time(), state
         card = encode_card(self.node, {"at": round(time.time(), 3), **summary})
+        if self._repeat is not None:
+            self._repeat.cancel()  # the newer card carries the news
+            self._repeat = None
+        if self._repeat_after is not None:
+            self._repeat = loop.call_later(self._repeat_after, self._again, card)
+        self._deliver(card)
+
+    def _again(self, card: bytes) -> None:
+        self._repeat = None
+        self.counts["repeated"] += 1
+        self._deliver(card)
+
+    def _deliver(self, card: bytes) -> None:
+        loop = asyncio.get_running_loop()
         result = self._send(card)
         if asyncio.iscoroutine(result):
             task = loop.create_task(result)
@@ -289,6 +312,8 @@ class FleetView:
         if old is not None and card.get("at", math.inf) < old.get("at", -math.inf):
             self.counts["stale"] += 1  # gossip reordered: an older card changes nothing
             return True
+        if card == old:
+            return True  # a repeat (or a query's answer) of what is shown: no news
         self.counts["cards"] += 1
         rec["card"], rec["via"], rec["heard"] = card, via, round(time.time(), 3)
         self._changed(name)
