@@ -51,6 +51,7 @@ from undistro.events._binding import IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOV
 from undistro.resources import Watch
 
 if TYPE_CHECKING:
+    from undistro.content._http import HttpFace
     from undistro.fleet import FleetMember
     from undistro.supervisor import ServiceEvent, ServiceSpec, Supervisors
 
@@ -83,6 +84,7 @@ class Agent:
         self._last_policy_error: str | None = None
         self.services: Supervisors | None = None
         self._fleet: FleetMember | None = None
+        self._face: HttpFace | None = None
         self._counts = {
             "wakeups": 0,
             "passes": 0,
@@ -154,6 +156,8 @@ class Agent:
             if reading:
                 loop.remove_reader(self.watcher.fileno())
             await self._control.close()
+            if self._face is not None:
+                await self._face.close()
             if self._fleet is not None:
                 await self._fleet.close()  # Serf leaves: the fleet sees this node go
             self._answer_all({"ok": False, "error": "the agent is stopping"})
@@ -198,6 +202,10 @@ class Agent:
             backend=await self.services.backend("builtin"),
         )
         self._log(f"fleet: joining as {self._fleet.config.name}" if self._fleet else "fleet: off")
+        if self._fleet is not None:
+            from undistro.content._page import open_face
+
+            self._face = await open_face(self._fleet, self.converger.state_dir, log=self._log)
 
     async def switch_policy(self, policy_dir: str, cause: str) -> bool:
         """Enforce ``policy_dir`` (a verified fleet revision) the way a changed
@@ -237,6 +245,7 @@ class Agent:
         revision = in_force(self.converger.state_dir)
         services = self.services.stats() if self.services is not None else {}
         phases = [entry.get("phase") for entry in services.values()]
+        failing, repairs = self._promises.recent(3)
         return {
             "revision": revision.number if revision else None,
             "kept": promises.get("kept", 0),
@@ -247,6 +256,11 @@ class Agent:
             "last_error": (stats["policy"]["last_error"] or "")[:200] or None,
             "rss_mb": round(stats["rss_bytes"] / 1e6, 1),
             "policy": stats["policy"]["name"],
+            # For the fleet page (content/_page_state.py cuts these first to fit).
+            "generation": _generation(self.converger.root),
+            "failing": failing,
+            "services": {name: entry.get("phase") for name, entry in sorted(services.items())},
+            "repairs": repairs,
         }
 
     def journal_fleet(self, outcome: str, what: str, error: str | None) -> None:
@@ -379,6 +393,8 @@ class Agent:
         finally:
             self._busy = False
             self._longest_pass = max(self._longest_pass, time.monotonic() - began)
+            if self._fleet is not None:
+                self._fleet.state_changed()  # the fleet page hears of it (coalesced)
 
     async def _check(
         self, only: set[str] | None, causes: dict[str, str], label: str, reports: set[str]
@@ -629,6 +645,8 @@ class Agent:
         makes the promise failed and is journalled; restarts are logged."""
         status = event.status
         rid = f"service:{status.name}"
+        if self._fleet is not None:
+            self._fleet.state_changed()
         if status.phase.value == "failed":
             now = time.time()
             # The journal entry comes through _journal_event, like every
@@ -770,6 +788,15 @@ def _walk_dirs(top: str) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.append(dirpath)
     return found
+
+
+def _generation(root: str) -> int | None:
+    """The default profile's current generation: one readlink, no kegs import."""
+    try:
+        target = os.readlink(os.path.join(root, "var/lib/undistro/profiles/default/current"))
+    except OSError:
+        return None
+    return int(target[4:]) if target.startswith("gen-") and target[4:].isdigit() else None
 
 
 def _child_max_rss_bytes() -> int:

@@ -86,6 +86,15 @@ class Promises:
         """The ids with a record (a check finding them kept must update it)."""
         return frozenset(self._records)
 
+    def recent(self, limit: int) -> tuple[list[list[Any]], list[list[Any]]]:
+        """The newest ``limit`` failing promises ``[id, error]`` and repairs
+        ``[id, unix time]`` (for the fleet page): O(records), not O(policy)."""
+        records = self._records.items()
+        failed = sorted((p.last_check, rid, p) for rid, p in records if p.state == "failed")
+        failing = [[rid, (p.error or p.cause)[:160]] for _, rid, p in failed[::-1][:limit]]
+        repaired = sorted((p.last_repair, rid) for rid, p in records if p.last_repair is not None)
+        return failing, [[rid, round(t, 3)] for t, rid in repaired[::-1][:limit]]
+
     def not_kept(self) -> list[str]:
         return [rid for rid, p in self._records.items() if p.state != "kept"]
 

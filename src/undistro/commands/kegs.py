@@ -209,6 +209,7 @@ def run_recipe_check(args: argparse.Namespace) -> int:
 
 
 def run_keg_build(args: argparse.Namespace) -> int:
+    from undistro._progress import for_terminal
     from undistro.kegs import (
         Builder,
         RecipeBook,
@@ -235,6 +236,7 @@ def run_keg_build(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         isolate=not args.no_isolate,
         progress=lambda line: print(line, file=sys.stderr),
+        bars=for_terminal(),
     )
     roots_dir = _rebase(args.root, GCROOTS)
     # The store's gc lock (shared) from the build to the roots: a collector
@@ -297,8 +299,10 @@ def run_keg_list(args: argparse.Namespace) -> int:
 
 
 def run_sources_fetch(args: argparse.Namespace) -> int:
+    from undistro._progress import for_terminal
     from undistro.kegs import RecipeBook, SourceCache, mirrors_from
 
+    bars = for_terminal()
     book = RecipeBook(args.recipes or ["recipes"])
     cache = SourceCache(_cache_dir(args, args.root))
     mirrors = mirrors_from(args.mirror)
@@ -309,7 +313,7 @@ def run_sources_fetch(args: argparse.Namespace) -> int:
         for version in recipe.sorted_versions():
             source = recipe.source(version)
             was_there = cache.has(source.sha256)
-            cache.fetch(source, mirrors)
+            cache.fetch(source, mirrors, bars)
             count += 1
             state = "cached" if was_there else "fetched"
             print(f"{state:<8} {name} {version}  {source.filename}  sha256:{source.sha256[:12]}…")

@@ -16,9 +16,11 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
+from undistro.content._page_state import STATE_EVENT, Announcer
 from undistro.errors import FleetError
 from undistro.fleet._actions import ACTION_EVENT, Action, ActionRefused, verify_action
 from undistro.fleet._config import FleetConfig
@@ -42,6 +44,15 @@ _CONNECT_TRIES = 40  # Serf opens its RPC port ~0.1 s after spawn; bounded, star
 ApplyRevision = Callable[[Revision], Awaitable[bool]]
 RunAction = Callable[[Action], Awaitable[str]]  # returns the outcome, one line
 Journal = Callable[[str, str, "str | None"], None]  # (outcome, what, error)
+
+
+class SerfWatcher(Protocol):
+    """Someone else on this node who reads the fleet's events (the page)."""
+
+    def serf_session(self, client: SerfClient | None) -> None:
+        """A new RPC session to Serf (None: it was lost)."""
+
+    def serf_event(self, event: Event) -> None: ...
 
 
 class FleetMember:
@@ -92,6 +103,10 @@ class FleetMember:
         self._counts = {"announcements": 0, "applied": 0, "refused": 0, "queries": 0}
         self._counts.update(actions=0, actions_refused=0, quiet_checks=0)
         self._counts["serf_sessions"] = 0
+        self._watchers: list[SerfWatcher] = []
+        self._advertised: dict[str, str] = {}
+        # This node's card goes to the fleet when its state changes (the page).
+        self._announcer = Announcer(config.name, summary, self._send_state)
 
     async def start(self) -> None:
         if self.config.bind is None:
@@ -124,7 +139,40 @@ class FleetMember:
 
         self._quiet = asyncio.get_running_loop().call_later(after, due)
 
+    def watch(self, watcher: SerfWatcher) -> None:
+        """Hand ``watcher`` every event of the stream and every new session."""
+        self._watchers.append(watcher)
+        if self._client is not None:
+            watcher.serf_session(self._client)
+
+    def advertise(self, key: str, value: str) -> None:
+        """A tag of this node for the fleet (``http``: its face's port), kept
+        across Serf restarts and set now if Serf is up."""
+        self._advertised[key] = value
+        if self._client is not None:
+            self._set_tags(self._client, {key: value})
+
+    def _set_tags(self, client: SerfClient, tags: dict[str, str]) -> None:
+        async def set_tags() -> None:
+            with contextlib.suppress(SerfError):  # lost: the next session sets them
+                await client.set_tags(tags)
+
+        task = asyncio.get_running_loop().create_task(set_tags())
+        self._pulls.add(task)
+        task.add_done_callback(self._pulls.discard)
+
+    def state_changed(self) -> None:
+        """The summary may have changed: gossip it (coalesced, see Announcer)."""
+        if self.config.bind is not None:
+            self._announcer.changed()
+
+    async def _send_state(self, card: bytes) -> None:
+        if self._client is None:
+            raise SerfError("no Serf session")  # the next session sends it
+        await self._client.user_event(STATE_EVENT, card)
+
     async def close(self, *, stop_serf: bool = True) -> None:
+        self._announcer.close()
         if self._quiet is not None:
             self._quiet.cancel()
             self._quiet = None
@@ -143,7 +191,8 @@ class FleetMember:
                 await self.backend.stop(SERVICE)
 
     def stats(self) -> dict[str, Any]:
-        return {**self._counts, "connected": self._client is not None}
+        cards = {f"cards_{k}": v for k, v in self._announcer.counts.items()}
+        return {**self._counts, **cards, "connected": self._client is not None}
 
     # -- Serf as a service ------------------------------------------------
 
@@ -190,7 +239,10 @@ class FleetMember:
             revision = current_revision(self.state_dir)
         except FleetError:
             revision = None
-        return {"revision": str(revision)} if revision is not None else {}
+        tags = dict(self._advertised)
+        if revision is not None:
+            tags["revision"] = str(revision)
+        return tags
 
     def _on_service_event(self, event: ServiceEvent) -> None:
         if event.status.name != SERVICE:
@@ -211,10 +263,15 @@ class FleetMember:
                 continue  # it died again before answering: wait for the next spawn
             self._client = client
             self._counts["serf_sessions"] += 1
+            if self._advertised:  # Serf's config file was written before them
+                self._set_tags(client, dict(self._advertised))
+            self._tell_watchers("serf_session", client)
+            self._announcer.changed()  # a (re)started Serf: the fleet hears where we are
             try:
                 events = client.stream(
                     f"user:{REVISION_EVENT},user:{ACTION_EVENT},query:{STATUS_QUERY},"
-                    "member-failed,member-join"
+                    f"user:{STATE_EVENT},member-failed,member-join,member-leave,"
+                    "member-update,member-reap"
                 )
                 self._spawn_pull(None)
                 async for event in events:
@@ -223,6 +280,7 @@ class FleetMember:
                 self._log(f"fleet: lost serf ({exc}); waiting for its restart")
             finally:
                 self._client = None
+                self._tell_watchers("serf_session", None)
                 await client.close()
 
     async def _connect(self) -> SerfClient | None:
@@ -236,7 +294,15 @@ class FleetMember:
         self._log(f"fleet: serf RPC {self.config.rpc} never answered")
         return None
 
+    def _tell_watchers(self, what: str, arg: Any) -> None:
+        for watcher in self._watchers:
+            try:
+                getattr(watcher, what)(arg)
+            except Exception as exc:  # a watcher's bug must not cut the fleet link
+                self._log(f"fleet: {type(watcher).__name__}.{what}: {type(exc).__name__}: {exc}")
+
     async def _on_event(self, client: SerfClient, event: Event) -> None:
+        self._tell_watchers("serf_event", event)
         if event.kind == "user":
             self._rearm_quiet()  # the fleet is talking: no need to check on our own
         if event.kind == "member-failed":
@@ -278,7 +344,7 @@ class FleetMember:
         task.add_done_callback(self._pulls.discard)
 
     def _status_payload(self) -> bytes:
-        fields = {"node": self.config.name, **self._summary()}
+        fields = {"node": self.config.name, "at": round(time.time(), 3), **self._summary()}
         data = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
         while len(data) > MAX_RESPONSE and len(fields) > 1:
             fields.popitem()  # least important last: the summary orders its fields

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from undistro._progress import QUIET, Bars
 from undistro.errors import BuildError
 from undistro.kegs._closure import scan_references
 from undistro.kegs._fs import fsync_dir
@@ -85,6 +86,7 @@ class Builder:
         log_dir: str | None = None,
         isolate: bool = True,
         progress: Callable[[str], None] | None = None,
+        bars: Bars = QUIET,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -94,6 +96,7 @@ class Builder:
         self.log_dir = log_dir or store.physical("/var/log/undistro/builds")
         self.isolate = isolate
         self.progress = progress or (lambda _line: None)
+        self.bars = bars  # undistro._progress: drawn only when a command asks
 
     # -- what would be built --------------------------------------------------
 
@@ -130,14 +133,20 @@ class Builder:
         planned = self.plan(resolution)
         for keg in planned.values():  # fetch everything first: fail before building
             if not keg.present:
-                self.cache.fetch(keg.node.recipe.source(keg.node.version), self.mirrors)
+                source = keg.node.recipe.source(keg.node.version)
+                self.cache.fetch(source, self.mirrors, self.bars)
         out: dict[str, BuiltKeg] = {}
-        with store_lock(self.store.physical(self.store.directory), exclusive=False):
+        missing = sum(1 for keg in planned.values() if not keg.present)
+        with (
+            store_lock(self.store.physical(self.store.directory), exclusive=False),
+            self.bars.steps("building", missing) as step,
+        ):
             for name, keg in planned.items():
                 version = str(keg.node.version)
                 if self.store.exists(keg.path):
                     out[name] = BuiltKeg(name, version, keg.path, False, 0.0)
                     continue
+                step(f"{name} {version}")
                 self.progress(f"building {name} {version} → {keg.path}")
                 started = time.monotonic()
                 self._build_one(keg, planned)

@@ -18,10 +18,11 @@ import hashlib
 import os
 import tempfile
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
+from undistro._progress import QUIET, Bars
 from undistro.errors import SourceError
 from undistro.kegs._recipe import Source
 
@@ -151,9 +152,15 @@ class SourceCache:
             raise SourceError(f"cached source {sha256[:12]}… was corrupted on disk; removed it")
         return path
 
-    def add_stream(self, stream: BinaryIO, expected: str | None = None) -> str:
+    def add_stream(
+        self,
+        stream: BinaryIO,
+        expected: str | None = None,
+        advance: Callable[[int], None] | None = None,
+    ) -> str:
         """Copy ``stream`` in, hashing as it goes; keep it only if it hashes
-        to ``expected`` (when given). Returns the SHA-256."""
+        to ``expected`` (when given). Returns the SHA-256. ``advance`` hears
+        each chunk's size (a progress bar)."""
         os.makedirs(self.blobs, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=self.blobs)
         digest = hashlib.sha256()
@@ -162,6 +169,8 @@ class SourceCache:
                 while chunk := stream.read(_CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
+                    if advance is not None:
+                        advance(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
             actual = digest.hexdigest()
@@ -184,10 +193,11 @@ class SourceCache:
         except OSError as exc:
             raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
-    def fetch(self, source: Source, mirrors: Sequence[Mirror] = ()) -> str:
+    def fetch(self, source: Source, mirrors: Sequence[Mirror] = (), bars: Bars = QUIET) -> str:
         """The verified cached path of ``source``, fetching it first if needed
         from ``mirrors`` in order, then from the recipe's URLs. A copy with the
-        wrong hash is discarded and the next place is tried."""
+        wrong hash is discarded and the next place is tried. ``bars`` shows
+        each download (undistro._progress; nothing by default)."""
         if self.has(source.sha256):
             try:
                 return self.verified(source.sha256)
@@ -196,8 +206,11 @@ class SourceCache:
         failures: list[str] = []
         for mirror in [*mirrors, *(OriginUrl(url) for url in source.urls)]:
             try:
-                with mirror.open(source) as stream:
-                    self.add_stream(stream, source.sha256)
+                with (
+                    mirror.open(source) as stream,
+                    bars.transfer(source.filename, _length(stream)) as advance,
+                ):
+                    self.add_stream(stream, source.sha256, advance)
                 return self.verified(source.sha256)
             except (OSError, SourceError) as exc:
                 failures.append(f"{mirror.label}: {_reason(exc)}")
@@ -216,6 +229,18 @@ class SourceCache:
         if digest.hexdigest() != sha256:
             os.unlink(dest)
             raise SourceError(f"cached source {sha256[:12]}… changed while being read")
+
+
+def _length(stream: BinaryIO) -> int | None:
+    """The size of what ``stream`` will give, if it says (HTTP, a file)."""
+    headers = getattr(stream, "headers", None)
+    if headers is not None:
+        value = headers.get("Content-Length")
+        return int(value) if value is not None and value.isdigit() else None
+    try:
+        return os.fstat(stream.fileno()).st_size or None
+    except (OSError, AttributeError, ValueError):
+        return None
 
 
 def _reason(exc: BaseException) -> str:
