@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fleet.serf_agents import serf_fleet
 
+from tests.fleet.serf_agents import serf_fleet
 from undistro.content._http import HttpFace, start_http_face
 from undistro.content._page import add_fleet_page
 from undistro.content._page_html import SCRIPT, page

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import PolicyDir
 from tests.content._chromium import Chromium
 from tests.fleet.test_fleet_hosts import (  # noqa: F401 - fixtures
