@@ -78,13 +78,25 @@ class Node:
 
     def rss_kb(self) -> tuple[int, int]:
         agent = _rss(self.proc.pid) if self.proc else 0
-        serf = 0
+        return agent, sum(_rss(pid) for pid in self._serf_pids())
+
+    def cpu_s(self) -> tuple[float, float, float]:
+        """CPU seconds of this node so far: the agent itself, its fetch and
+        compile children (reaped by the agent, or by its zygote, which is
+        counted with them), and its live Serf."""
+        if self.proc is None:
+            return 0.0, 0.0, 0.0
+        agent, children = _cpu(self.proc.pid)
+        for pid in _children(self.proc.pid):
+            if _comm(pid) == "undistro-forks":
+                children += sum(_cpu(pid))
+        return agent, children, sum(_cpu(pid)[0] for pid in self._serf_pids())
+
+    def _serf_pids(self) -> list[int]:
         out = subprocess.run(
             ["pgrep", "-f", "--", f"-config-file={self.root}/"], capture_output=True, text=True
         )
-        for pid in out.stdout.split():
-            serf += _rss(int(pid))
-        return agent, serf
+        return [int(p) for p in out.stdout.split()]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -106,6 +118,38 @@ def _rss(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) CPU seconds of ``pid``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    # utime stime cutime cstime: fields 14-17 of proc(5), 3 being the first after ")"
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime) / _TICK, (cutime + cstime) / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _cpu_sum(nodes: list[Node]) -> list[float]:
+    return [sum(part) for part in zip(*(x.cpu_s() for x in nodes), strict=True)]
 
 
 def wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -140,13 +184,16 @@ def run(n: int, pushes: int) -> dict[str, object]:
             node.start()
         wait(lambda: all(x.ready() for x in nodes), 60 + 2 * n, "agents ready")
         wait(lambda: alive(nodes[0]) == n, 60 + n, f"{n} alive members")
-        times = []
+        times: list[float] = []
+        cpus: list[list[float]] = []
+        spread: list[list[float]] = []  # first node, quartiles
         for p in range(pushes):
             text = f"revision {p}\n"
             (policy / "policy/main.toml").write_text(
                 f'[[file]]\npath = "/etc/motd"\ncontent = "{text.strip()}\\n"\n'
             )
             pusher = nodes[p % n]
+            before = _cpu_sum(nodes)
             start = time.time()
             subprocess.run(
                 [
@@ -163,9 +210,11 @@ def run(n: int, pushes: int) -> dict[str, object]:
                 capture_output=True,
             )
             wait(lambda t=text: all(x.applied_at(t) is not None for x in nodes), 60, "rollout")
-            last = max(x.applied_at(text) or 0 for x in nodes)
-            times.append(last - start)
-            time.sleep(1.0)
+            applied = sorted((x.applied_at(text) or 0) - start for x in nodes)
+            times.append(applied[-1])
+            spread.append([round(applied[int(q * (n - 1))], 2) for q in (0, 0.25, 0.5, 0.75)])
+            time.sleep(1.0)  # the idle second's Serf ticks are in the CPU too: ~0.01 s/node
+            cpus.append([(a - b) / n for a, b in zip(_cpu_sum(nodes), before, strict=True)])
         rss = [x.rss_kb() for x in nodes]
         repo = fleet / "repo"
         ts = (repo / "metadata/timestamp.json").stat().st_size
@@ -181,6 +230,11 @@ def run(n: int, pushes: int) -> dict[str, object]:
             "nodes": n,
             "rollout_s": [round(t, 3) for t in times],
             "median_s": round(statistics.median(times), 3),
+            "first_q1_median_q3_s": spread,
+            # agent, its children, Serf: CPU-s per node per revision (load-independent)
+            "cpu_s_per_node": [round(sum(c), 3) for c in cpus],
+            "cpu_split": [round(statistics.median(c[i] for c in cpus), 3) for i in range(3)],
+            "load": os.getloadavg()[0],
             "agent_rss_mb": round(statistics.median(a for a, _ in rss) / 1024, 1),
             "serf_rss_mb": round(statistics.median(s for _, s in rss) / 1024, 1),
             "bytes_per_node": ts + latest("snapshot") + latest("targets") + bundle,

@@ -179,7 +179,10 @@ def test_sed_i_burst_on_the_policy_is_one_reload(agent: AgentProc) -> None:
     wait_until(lambda: agent.path("/etc/motd").read_text() == "rev-40\n", 30, "last edit applied")
     status = _settled(agent)
     events = status["events"]
-    assert 1 <= events["reloads"] <= 5, events
+    # Coalesced: one compile at a time, the newest edit wins, so reloads
+    # follow compiles, not edits. A compile forked by the agent's zygote takes
+    # ~15 ms (an exec'd one ~80 ms), so 40 edits in ~0.3 s give ~10 reloads.
+    assert 1 <= events["reloads"] <= 20, events
     assert events["rejected_policies"] == 0, status["policy"]
     assert events["scratch_events"] >= 40  # sed's temp files were seen, and ignored
     _no_tracebacks(agent)
@@ -246,9 +249,20 @@ def _compile_children(policy: Path) -> list[int]:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"undistro.agent._compile" in cmdline and str(policy).encode() in cmdline:
+            if str(policy).encode() not in cmdline:
+                continue
+            # Exec'd (python -m undistro.agent._compile), or forked by the
+            # agent's zygote (named compile-policy, the agent's cmdline).
+            if b"undistro.agent._compile" in cmdline or _comm(entry) == "compile-policy":
                 found.append(int(entry))
     return found
+
+
+def _comm(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:

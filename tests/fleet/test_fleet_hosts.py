@@ -219,6 +219,10 @@ def test_a_fleet_of_five(five: list[FleetNode], fleet_dir: Path, policy: PolicyD
     _wait(lambda: all(n.motd() == "four\n" for n in web), 30, "revision 4 from the plain source")
     log = web[0].run("log", "--root", str(web[0].root), "--resource", "fleet:revision")
     assert "applied revision 4" in log.stdout
+    # Every fetch and compile was forked by the agent's zygote, none exec'd.
+    snapshot = json.loads(web[0].run("status", "--json", "--root", str(web[0].root)).stdout)
+    forks = snapshot["forks"]
+    assert forks["forked_jobs"] >= 8 and forks["exec_fallbacks"] == 0, forks
 
 
 @pytest.fixture

@@ -384,3 +384,31 @@ def test_trust_refuses_a_fifo_without_blocking(tmp_path: Path, cli: RunCli) -> N
 def test_fleet_init_where_it_cannot_write_is_one_line(cli: RunCli) -> None:
     code, out, err = cli("fleet", "init", "/proc/undistro-nope/fleet")
     assert code == 1 and out == "" and err.count("\n") == 1 and "No such file" in err
+
+
+def test_the_fetch_child_verifies_without_urllib3(
+    cli: RunCli, fleet: Path, node: Path, policy: PolicyDir
+) -> None:
+    """The agent's fetch child never imports urllib3 (half of ngclient's
+    import time): it always hands ngclient its own fetcher."""
+    import subprocess
+    import sys
+
+    _push(cli, fleet, _policy(policy, "lean"))
+    state = node / "var/lib/undistro"
+    code = (
+        "import sys\n"
+        "from undistro.fleet._child import main\n"
+        f"main([{str(state)!r}, '--source={fleet / 'repo'}'])\n"
+        "from tuf.ngclient import Updater, Urllib3Fetcher\n"
+        "try:\n"
+        "    Urllib3Fetcher()\n"
+        "except RuntimeError as exc:\n"
+        "    print(exc)\n"
+        "print('urllib3' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result, refused, imported = out.stdout.splitlines()
+    assert json.loads(result)["revision"] == 1
+    assert "no default TUF fetcher" in refused
+    assert imported == "False"

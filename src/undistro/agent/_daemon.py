@@ -41,6 +41,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from undistro.agent import _zygote
 from undistro.agent._control import ControlServer
 from undistro.agent._converge import Candidate, Checked, Converger, Outcome, trim_memory
 from undistro.agent._pending import Pending, Waiter
@@ -108,6 +109,7 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         self._control.claim()
+        _zygote.start()  # while the agent has one thread (see _zygote)
         reading = False
         try:
             try:
@@ -166,6 +168,7 @@ class Agent:
                 await self.services.close()  # the services keep running
             self.watcher.close()
             self.converger.close()
+            _zygote.stop()
         self._log("stopped")
         return 0
 
@@ -773,6 +776,7 @@ class Agent:
             },
             "control_requests": self._control.requests,
             "audit_every": self.audit_every,
+            "forks": _zygote.stats(),
         }
 
     @staticmethod
@@ -800,10 +804,12 @@ def _generation(root: str) -> int | None:
 
 
 def _child_max_rss_bytes() -> int:
-    """The largest resident size any forked check or compile reached."""
+    """The largest resident size any forked check or compile reached (the
+    zygote's workers are the zygote's children, not ours)."""
     import resource
 
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    ours = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return max(ours, _zygote.worker_max_rss())
 
 
 def _rss_bytes() -> int:

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -418,22 +417,22 @@ class FleetMember:
         self._journal("repaired", f"{action.describe()}: {outcome}", None)
 
     async def _fetch(self, announcement: bytes | None) -> Revision | None:
-        """Verify and fetch in a short-lived child: TUF's client and
-        cryptography never enter the resident agent's memory."""
-        argv = [sys.executable, "-m", "undistro.fleet._child", self.state_dir]
-        argv += [f"--source={s}" for s in self.config.sources]
-        argv += [f"--tag={t}" for t in self.node_tags]
+        """Verify and fetch in a short-lived child (forked by the agent's
+        zygote): TUF's client and cryptography never enter the resident
+        agent's memory."""
+        from undistro.agent import _zygote
+
+        args = [self.state_dir, *(f"--source={s}" for s in self.config.sources)]
+        args += [f"--tag={t}" for t in self.node_tags]
         if announcement is not None:
-            argv.append(f"--announcement={announcement.hex()}")
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
+            args.append(f"--announcement={announcement.hex()}")
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), FETCH_TIMEOUT)
+            done = await _zygote.run_module_async(
+                "undistro.fleet._child", args, name="fleet-fetch", timeout=FETCH_TIMEOUT
+            )
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
             raise FleetError(f"fetching the revision took over {FETCH_TIMEOUT:g} s") from None
+        out, err = done.out, done.err
         try:
             result = json.loads(out.decode().strip().splitlines()[-1])
         except (ValueError, IndexError):
