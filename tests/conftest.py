@@ -66,6 +66,24 @@ def cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
     return run
 
 
+@pytest.fixture
+def fleet(tmp_path: Path, cli: RunCli) -> Path:
+    """A new fleet's keys and root (``undistro fleet init``), in tmp_path/fleet."""
+    path = tmp_path / "fleet"
+    code, out, err = cli("fleet", "init", path)
+    assert (code, err) == (0, ""), err
+    assert "undistro fleet trust" in out
+    return path
+
+
+def trusting_state(path: Path, fleet: Path) -> Path:
+    """A node state directory that trusts ``fleet``'s first root."""
+    from undistro.fleet._receive import install_root
+
+    install_root(str(path), (fleet / "repo/metadata/1.root.json").read_bytes())
+    return path
+
+
 # --- Skips under CI -------------------------------------------------------
 # A test whose real component is missing must fail in CI, where the project's
 # own setup installs every component: a green run that skipped the builds or

@@ -29,3 +29,12 @@ _sha256 = _constructor()
 def sha256_hex(data: bytes) -> str:
     """The hex SHA-256 of ``data``."""
     return str(_sha256(data).hexdigest())
+
+
+def sha256_file(path: str) -> str:
+    """The hex SHA-256 of the file at ``path``, read 1 MiB at a time."""
+    digest = _sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return str(digest.hexdigest())

@@ -170,7 +170,7 @@ def test_two_applies_through_the_agent_during_drift_both_return(agent: AgentProc
     wait_until(lambda: drifting.read_text() == "f0\n", what="last drift repaired")
 
 
-def test_sed_i_burst_on_the_policy_is_one_reload(agent: AgentProc) -> None:
+def test_sed_i_burst_on_the_policy_coalesces_reloads(agent: AgentProc) -> None:
     write_policy(agent.policy, {"/etc/motd": "rev-0\n"})
     agent.start()
     main = agent.policy / "policy" / "main.toml"
@@ -179,10 +179,11 @@ def test_sed_i_burst_on_the_policy_is_one_reload(agent: AgentProc) -> None:
     wait_until(lambda: agent.path("/etc/motd").read_text() == "rev-40\n", 30, "last edit applied")
     status = _settled(agent)
     events = status["events"]
-    # Coalesced: one compile at a time, the newest edit wins, so reloads
-    # follow compiles, not edits. A compile forked by the agent's zygote takes
-    # ~15 ms (an exec'd one ~80 ms), so 40 edits in ~0.3 s give ~10 reloads.
-    assert 1 <= events["reloads"] <= 20, events
+    # Coalesced: one compile at a time and the newest edit wins, so reloads
+    # follow compiles, not edits: fewer reloads than edits, however fast a
+    # compile is (forked by the zygote ~15 ms, ~10 reloads for these 40 edits;
+    # exec'd ~80 ms, ~3), and the last edit is the one in force (above).
+    assert 1 <= events["reloads"] < 40, events
     assert events["rejected_policies"] == 0, status["policy"]
     assert events["scratch_events"] >= 40  # sed's temp files were seen, and ignored
     _no_tracebacks(agent)

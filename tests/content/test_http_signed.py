@@ -10,26 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunCli
+from tests.conftest import trusting_state
 from undistro.content._auth import operator_authorise, sign_request
 from undistro.content._http import HttpFace, start_http_face
 from undistro.content._node_routes import add_node_routes
 from undistro.fleet._publish import load_operator
-from undistro.fleet._receive import install_root
 
 NODE = "node-a"
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, cli: RunCli) -> Path:
-    assert cli("fleet", "init", tmp_path / "fleet")[0] == 0
-    return tmp_path / "fleet"
-
-
-@pytest.fixture
 def state(tmp_path: Path, fleet: Path) -> str:
-    path = tmp_path / "node-state"
-    install_root(str(path), (fleet / "repo/metadata/1.root.json").read_bytes())
+    path = trusting_state(tmp_path / "node-state", fleet)
     (path / "logs").mkdir()
     (path / "logs" / "web.log").write_bytes(b"".join(b"line %d\n" % i for i in range(500)))
     return str(path)

@@ -7,23 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunCli
+from tests.conftest import RunCli, trusting_state
 from undistro.fleet._actions import ActionRefused, sign_action, verify_action
 from undistro.fleet._publish import load_operator
-from undistro.fleet._receive import install_root
-
-
-@pytest.fixture
-def fleet(tmp_path: Path, cli: RunCli) -> Path:
-    assert cli("fleet", "init", tmp_path / "fleet")[0] == 0
-    return tmp_path / "fleet"
 
 
 @pytest.fixture
 def state(tmp_path: Path, fleet: Path) -> str:
-    path = tmp_path / "node-state"
-    install_root(str(path), (fleet / "repo/metadata/1.root.json").read_bytes())
-    return str(path)
+    return str(trusting_state(tmp_path / "node-state", fleet))
 
 
 def _signed(fleet: Path, kind: str = "converge", target: str = "", **kw: object) -> bytes:

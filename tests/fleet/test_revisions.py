@@ -18,15 +18,6 @@ from undistro.fleet._receive import RevisionRefused, check_announcement
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, cli: RunCli) -> Path:
-    path = tmp_path / "fleet"
-    code, out, err = cli("fleet", "init", path)
-    assert (code, err) == (0, ""), err
-    assert "undistro fleet trust" in out
-    return path
-
-
-@pytest.fixture
 def node(tmp_path: Path, fleet: Path, cli: RunCli) -> Path:
     root = tmp_path / "node"
     root.mkdir()

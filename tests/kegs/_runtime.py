@@ -16,8 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
+from tests.kegs._fetch import fetch_sources
 from undistro.kegs import Builder, RecipeBook, SourceCache, Store, detect, parse_request, resolve
 from undistro.kegs._closure import closure
 
@@ -44,18 +43,11 @@ def build_runtime(tmp: Path) -> Runtime:
     the ``undistro`` keg with its whole closure into RUNTIME_ROOT."""
     cache = REPO / ".cache" / "sources"
     recipes = tmp / "self-recipes"
-    proc = subprocess.run(
+    fetch_sources(
         [str(REPO / "scripts" / "fetch-runtime-sources"), str(cache), str(recipes)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+        needed_by="the runtime build",
         timeout=900,
-        check=False,
     )
-    if proc.returncode == 3:
-        why = " | ".join(proc.stderr.strip().splitlines())
-        pytest.skip(f"Debian source archive unreachable, the runtime build needs it: {why}")
-    assert proc.returncode == 0, proc.stderr
     store = Store(STORE, root=str(RUNTIME_ROOT))
     builder = Builder(store, SourceCache(str(cache)), detect(), log_dir=str(tmp / "logs"))
     book = RecipeBook([str(RUNTIME_RECIPES), str(recipes)])

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from undistro._files import fsync_dir
+from undistro._hash import sha256_file
 from undistro.errors import UndistroError
 
 STATE_DIR = "/var/lib/undistro"
@@ -230,14 +231,6 @@ class ContentStore:
         except OSError as exc:
             raise ContentError(f"cannot store blob in {self.directory}: {_reason(exc)}") from None
         return fd, path
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _drain(stream: BinaryIO) -> None:

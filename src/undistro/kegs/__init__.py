@@ -38,7 +38,6 @@ _EXPORTS = {
     "SourceCache": "_sources",
     "UrlMirror": "_sources",
     "mirrors_from": "_sources",
-    "sha256_file": "_sources",
     "DEFAULT_STORE": "_store",
     "META_NAME": "_store",
     "KegMeta": "_store",
@@ -79,7 +78,6 @@ if TYPE_CHECKING:
         SourceCache,
         UrlMirror,
         mirrors_from,
-        sha256_file,
     )
     from undistro.kegs._store import (
         DEFAULT_STORE,
@@ -138,7 +136,6 @@ __all__ = [
     "parse_request",
     "resolve",
     "scan_references",
-    "sha256_file",
     "store_lock",
     "write_self_recipe",
 ]

@@ -77,7 +77,7 @@ def scaffold(
         if cache is not None:
             sha = cache.add_file(local)
         else:
-            from undistro.kegs._sources import sha256_file
+            from undistro._hash import sha256_file
 
             sha = sha256_file(local)
         system = _guess_system(local)

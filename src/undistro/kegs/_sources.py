@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
+from undistro._hash import sha256_file
 from undistro._progress import QUIET, Bars
 from undistro.errors import SourceError
 from undistro.kegs._recipe import Source
@@ -114,14 +115,6 @@ def mirrors_from(specs: Iterable[str]) -> list[Mirror]:
         else:
             out.append(DirectoryMirror(os.path.abspath(spec)))
     return out
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class SourceCache:

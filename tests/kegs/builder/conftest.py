@@ -7,7 +7,6 @@ import hashlib
 import io
 import os
 import shutil
-import subprocess
 import tarfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.kegs._fetch import fetch_sources
 from undistro.kegs import (
     GC_LOCK,
     Builder,
@@ -39,18 +39,9 @@ def example_cache() -> str:
     tarballs); skips only when a pinned tarball cannot be had, with the
     script's whole account of which file failed and why (under CI=true the
     suite's conftest makes that skip a failure: CI must build for real)."""
-    proc = subprocess.run(
-        [str(REPO / "scripts" / "fetch-example-sources")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    fetch_sources(
+        [str(REPO / "scripts" / "fetch-example-sources")], needed_by="the real builds", timeout=600
     )
-    if proc.returncode == 3:
-        why = " | ".join(proc.stderr.strip().splitlines())
-        pytest.skip(f"Debian source archive unreachable, the real builds need it: {why}")
-    assert proc.returncode == 0, proc.stderr
     return str(REPO / ".cache" / "sources")
 
 
