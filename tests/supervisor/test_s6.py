@@ -162,7 +162,11 @@ def test_stop_timeout_kills_the_whole_group(tmp_path: Path) -> None:
             assert time.monotonic() - t0 >= 0.5
             assert stopped.phase is Phase.STOPPED
             assert stopped.exit_status is None  # killed, by SIGKILL
-            assert not alive(main) and not alive(child)
+            assert not alive(main)
+            # s6 SIGKILLs the whole group at the timeout and reports "down" when
+            # the main process is gone; the others die as the kernel schedules
+            # them (seen alive for that moment on a fresh Debian 12).
+            await asyncio.wait_for(until(lambda: not alive(child)), 5)
 
     run(scenario)
 
